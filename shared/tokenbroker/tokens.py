@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tokenbroker.redaction import remember_secret
+
 
 def sha256_hex(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
@@ -27,6 +29,9 @@ class TokenSet:
     refresh_token: str | None = field(default=None, repr=False)
     scopes: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        remember_secret(self.access_token, self.refresh_token)
 
     @property
     def access_token_sha256(self) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tokenbroker.errors import UnsupportedOperation
+from tokenbroker.redaction import remember_secret
 from tokenbroker.tokens import TokenSet, UserInfo
 
 
@@ -20,6 +21,9 @@ class AppCredentials:
 
     client_id: str
     client_secret: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        remember_secret(self.client_secret)
 
 
 class Provider(ABC):

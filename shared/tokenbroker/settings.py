@@ -1,0 +1,66 @@
+"""Handler configuration, parsed once from the environment into one typed object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tokenbroker.errors import TokenBrokerError
+
+
+class ConfigurationError(TokenBrokerError):
+    code = "configuration_error"
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(item.strip() for item in (value or "").split(",") if item.strip())
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    table_name: str
+    stage: str = "dev"
+    event_bus_name: str | None = None
+    refresh_queue_url: str | None = None
+    kms_key_id: str | None = None
+    # Prefixes (scheme://host[:port]/path) that a connect session's return_to may start with.
+    allowed_return_urls: tuple[str, ...] = ()
+    # Where public routes are reachable; on AWS derived from the request when unset.
+    public_base_url: str | None = None
+    providers_file: str | None = None
+    # The lease must outlive provider timeout + secret write; the Lambda timeout is shorter.
+    lease_seconds: float = 90.0
+    # How long a vend waits for another worker's refresh before answering 503.
+    vend_wait_seconds: float = 8.0
+    connect_session_seconds: float = 900.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        table_name = env.get("TABLE_NAME")
+        if not table_name:
+            raise ConfigurationError("TABLE_NAME is not set")
+        return cls(
+            table_name=table_name,
+            stage=env.get("STAGE") or "dev",
+            event_bus_name=env.get("EVENT_BUS_NAME") or None,
+            refresh_queue_url=env.get("REFRESH_QUEUE_URL") or None,
+            kms_key_id=env.get("KMS_KEY_ID") or None,
+            allowed_return_urls=_split(env.get("ALLOWED_RETURN_URLS")),
+            public_base_url=(env.get("PUBLIC_BASE_URL") or "").rstrip("/") or None,
+            providers_file=env.get("TOKENBROKER_PROVIDERS_FILE") or None,
+            lease_seconds=_number(env, "LEASE_SECONDS", 90.0),
+            vend_wait_seconds=_number(env, "VEND_WAIT_SECONDS", 8.0),
+            connect_session_seconds=_number(env, "CONNECT_SESSION_SECONDS", 900.0),
+        )
