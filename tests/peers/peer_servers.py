@@ -107,6 +107,7 @@ def write_catalog(path: Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
 class DotPeer:
     server: PeerProcess
     username: str
+    email: str
     password: str = field(repr=False)
     credentials: AppCredentials
     access_ttl: int
@@ -115,6 +116,10 @@ class DotPeer:
     def token_url(self) -> str:
         return f"{self.server.base_url}/o/token/"
 
+    @property
+    def userinfo_url(self) -> str:
+        return f"{self.server.base_url}/api/userinfo/"
+
 
 DOT_ACCESS_TTL_SECONDS = 120
 
@@ -122,6 +127,7 @@ DOT_ACCESS_TTL_SECONDS = 120
 def start_dot_peer(workdir: Path) -> DotPeer:
     """Migrate, seed (one user, one confidential password-grant application) and serve DOT."""
     username = "peer-user"
+    email = "peer-user@dot.peer.test"
     password = secrets.token_urlsafe(16)
     credentials = AppCredentials(client_id=secrets.token_hex(12), client_secret=secrets.token_urlsafe(32))
     env = {
@@ -130,6 +136,7 @@ def start_dot_peer(workdir: Path) -> DotPeer:
         "DOT_DB_PATH": str(workdir / "db.sqlite3"),
         "DOT_ACCESS_TTL": str(DOT_ACCESS_TTL_SECONDS),
         "DOT_USERNAME": username,
+        "DOT_EMAIL": email,
         "DOT_PASSWORD": password,
         "DOT_CLIENT_ID": credentials.client_id,
         "DOT_CLIENT_SECRET": credentials.client_secret,
@@ -142,7 +149,7 @@ def start_dot_peer(workdir: Path) -> DotPeer:
         env=env,
         log_dir=workdir,
     )
-    return DotPeer(server, username, password, credentials, DOT_ACCESS_TTL_SECONDS)
+    return DotPeer(server, username, email, password, credentials, DOT_ACCESS_TTL_SECONDS)
 
 
 # --- panva/oidc-provider -------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Start the django-oauth-toolkit peer: migrate, seed one user and one application, serve.
 
 Run as ``python -m dot_project.serve`` from tests/peers with the DOT_* environment variables of
-settings.py plus DOT_USERNAME, DOT_PASSWORD, DOT_CLIENT_ID, DOT_CLIENT_SECRET. Binds 127.0.0.1
+settings.py plus DOT_USERNAME, DOT_EMAIL, DOT_PASSWORD, DOT_CLIENT_ID, DOT_CLIENT_SECRET. Binds 127.0.0.1
 on an ephemeral port and prints ``listening <port>`` once requests are accepted.
 """
 
@@ -26,7 +26,9 @@ class _QuietHandler(WSGIRequestHandler):
 def seed() -> None:
     """Create the user and the confidential password-grant application of the fixture."""
     user_model = get_user_model()
-    user_model.objects.create_user(username=os.environ["DOT_USERNAME"], password=os.environ["DOT_PASSWORD"])
+    user_model.objects.create_user(
+        username=os.environ["DOT_USERNAME"], email=os.environ["DOT_EMAIL"], password=os.environ["DOT_PASSWORD"]
+    )
     # DOT 3.x hashes client_secret on save; the fixture keeps the plain secret for the client.
     apps.get_model("oauth2_provider", "Application").objects.create(
         name="tokenbroker-peer",
