@@ -13,6 +13,10 @@ export AWS_DEFAULT_REGION ?= us-east-1
 export SAM_CLI_TELEMETRY := 0
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
+# Real OAuth peer (panva/oidc-provider) used by tests/peers: installed from the lock file.
+OIDC_PEER := tests/peers/oidc
+OIDC_DEPS := $(OIDC_PEER)/node_modules/.package-lock.json
+
 .PHONY: help venv run test lint typecheck templates unit pytest build bench e2e openapi clean
 
 help:
@@ -49,7 +53,12 @@ templates: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template-file template.yaml
 
-pytest: $(STAMP)
+$(OIDC_DEPS): $(OIDC_PEER)/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 20+) is needed for the oidc-provider peer tests"; exit 1; }
+	npm ci --prefix $(OIDC_PEER) --no-audit --no-fund --loglevel=error
+	touch $@
+
+pytest: $(STAMP) $(OIDC_DEPS)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)
@@ -62,4 +71,4 @@ bench: $(STAMP)
 	$(PY) -m infra.bench $(ARGS)
 
 clean:
-	rm -rf .aws-sam .bench .mypy_cache .ruff_cache build *.egg-info shared/*.egg-info
+	rm -rf .aws-sam .bench .mypy_cache .ruff_cache build *.egg-info shared/*.egg-info $(OIDC_PEER)/node_modules
