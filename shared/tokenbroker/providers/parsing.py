@@ -1,0 +1,191 @@
+"""Successful provider answers -> ``TokenSet``, as pure functions.
+
+Once an answer carries an access token it is accepted whatever else is odd about it: after a
+rotating refresh the old refresh token may already be dead, so rejecting the answer over a strange
+``expires_in`` or ``scope`` would lose the only valid grant. Odd fields fall back to safe values.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from tokenbroker.tokens import TokenSet
+
+logger = logging.getLogger(__name__)
+
+# An expiry further out than this is treated as a provider bug, not as "practically never".
+MAX_EXPIRES_IN = 10 * 365 * 86_400
+MAX_SCOPES = 256
+MAX_SCOPE_CHARS = 256
+_SCOPE_SPLIT = re.compile(r"[\s,]+")
+_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def access_token_of(body: Mapping[str, Any]) -> str | None:
+    value = body.get("access_token")
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def split_scopes(value: object) -> tuple[str, ...]:
+    """Scopes from a string (commas and/or whitespace) or a list; order kept, duplicates dropped."""
+    items: Iterable[object]
+    if isinstance(value, str):
+        items = [value]
+    elif isinstance(value, list | tuple):
+        items = value
+    else:
+        return ()
+    scopes: dict[str, None] = {}
+    for item in items:
+        if not isinstance(item, str):
+            continue
+        for scope in _SCOPE_SPLIT.split(item):
+            if scope and len(scope) <= MAX_SCOPE_CHARS and scope.isprintable():
+                scopes[scope] = None
+                if len(scopes) >= MAX_SCOPES:
+                    return tuple(scopes)
+    return tuple(scopes)
+
+
+def join_scopes(scopes: Sequence[str], separator: str) -> str:
+    return separator.join(scope for scope in scopes if scope)
+
+
+def expires_in_seconds(value: object, fallback: int) -> int:
+    """``expires_in`` as whole seconds; missing, non-positive or garbage -> the catalog's lifetime."""
+    seconds: float
+    if isinstance(value, bool):
+        return fallback
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        try:
+            seconds = float(value.strip())
+        except ValueError:
+            return fallback
+    else:
+        return fallback
+    if not math.isfinite(seconds) or seconds <= 0:
+        return fallback
+    return int(min(seconds, MAX_EXPIRES_IN))
+
+
+def normalise_token_type(value: object) -> str:
+    """``bearer`` in any case becomes ``Bearer``; anything else is kept (bounded) as given."""
+    if not isinstance(value, str) or not value.strip():
+        return "Bearer"
+    text = value.strip()
+    if text.lower() == "bearer":
+        return "Bearer"
+    cleaned = "".join(ch for ch in text if ch.isprintable())[:32]
+    return cleaned or "Bearer"
+
+
+def token_set_from_body(
+    body: Mapping[str, Any],
+    *,
+    now: float,
+    fallback_ttl: int,
+    requested_scopes: Sequence[str] = (),
+    extra: Mapping[str, str] | None = None,
+) -> TokenSet:
+    """The token in a successful answer. ``now`` is when the answer arrived."""
+    access_token = access_token_of(body)
+    if access_token is None:
+        raise ValueError("answer has no access_token")
+    refresh = body.get("refresh_token")
+    refresh_token = refresh.strip() if isinstance(refresh, str) and refresh.strip() else None
+    # RFC 6749 5.1: an omitted scope means "as requested".
+    scopes = split_scopes(body.get("scope")) or split_scopes(body.get("scopes")) or tuple(requested_scopes)
+    return TokenSet(
+        access_token=access_token,
+        refresh_token=refresh_token,
+        token_type=normalise_token_type(body.get("token_type")),
+        expires_at=int(now + expires_in_seconds(body.get("expires_in"), fallback_ttl)),
+        obtained_at=int(now),
+        scopes=scopes,
+        extra=dict(extra or {}),
+    )
+
+
+# --- Worksection account_url ---------------------------------------------------------------------------
+
+
+def _origin(url: str) -> tuple[str, str, int | None] | None:
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    if parts.username is not None or parts.password is not None:
+        return None
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return None
+    return parts.scheme, parts.hostname.lower().rstrip("."), port
+
+
+def validate_account_url(value: object, allowed: Sequence[str]) -> str | None:
+    """``value`` as ``https://<host>`` if it may be trusted as an account's API host, else None.
+
+    ``allowed`` holds base domains (``worksection.com``: any https subdomain of it, never the
+    domain itself nor a look-alike such as ``worksection.com.evil.com``) and exact origins
+    (``http://127.0.0.1:8001``: that origin only, for sandboxes).
+    """
+    if not isinstance(value, str) or not value.strip() or len(value) > 2048 or not value.isprintable():
+        return None
+    origin = _origin(value)
+    if origin is None:
+        return None
+    scheme, host, port = origin
+    for allowed_rule in allowed:
+        rule = allowed_rule.strip().lower()
+        if "://" in rule:
+            expected = _origin(rule)
+            if expected is not None and expected == origin:
+                return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
+            continue
+        domain = rule.strip(".")
+        if not domain or scheme != "https" or port not in (None, 443):
+            continue
+        if not host.endswith("." + domain):
+            continue
+        labels = host[: -len(domain) - 1].split(".")
+        if _is_ip(host) or not all(_HOST_LABEL.fullmatch(label) for label in labels):
+            continue
+        return f"https://{host}"
+    return None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def account_url_extra(body: Mapping[str, Any], allowed: Sequence[str], *, provider: str) -> dict[str, str]:
+    """``{"account_url": ...}`` when the answer names a trustworthy one; a bad one is dropped and logged."""
+    raw = body.get("account_url")
+    if raw is None or raw == "":
+        return {}
+    valid = validate_account_url(raw, allowed)
+    if valid is None:
+        origin = _origin(raw) if isinstance(raw, str) else None
+        host = origin[1] if origin is not None else "unparseable"
+        logger.warning(
+            "dropped an account_url outside the allowed domains",
+            extra={"provider": provider, "account_host": host[:100], "allowed": list(allowed)},
+        )
+        return {}
+    return {"account_url": valid}
