@@ -95,8 +95,9 @@ def start_peer(name: str, argv: Sequence[str], *, cwd: Path, env: Mapping[str, s
 
 
 def write_catalog(path: Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
-    """An extra catalog file (the format of TOKENBROKER_PROVIDERS_FILE) for the peers."""
-    path.write_text(yaml.safe_dump(dict(entries), sort_keys=True), encoding="utf-8")
+    """An extra catalog file, in the format of TOKENBROKER_PROVIDERS_FILE, naming the peers."""
+    document = {"providers": {name: dict(fields) for name, fields in entries.items()}}
+    path.write_text(yaml.safe_dump(document, sort_keys=True), encoding="utf-8")
     return path
 
 
