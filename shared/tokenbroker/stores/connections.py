@@ -24,7 +24,7 @@ import hashlib
 import heapq
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -232,15 +232,23 @@ class ConnectionStore:
 
     # --- lease -------------------------------------------------------------------------------
 
-    def acquire_lease(self, key: ConnectionKey, owner: str, duration: float) -> Connection | None:
+    def acquire_lease(
+        self, key: ConnectionKey, owner: str, duration: float, *, record_attempt: bool = False
+    ) -> Connection | None:
         """Take the lease if it is free, expired, or already ours; None when someone else holds it.
 
         The returned connection still shows ``attempt`` when a previous refresh was interrupted.
-        Raises ``ConnectionNotFound`` for an unknown or deleted connection.
+        ``record_attempt=True`` also records our attempt in the same UpdateItem (the refresh engine
+        stays within 4 AWS calls); the answer is then the item as it was, with our lease, so a
+        previous attempt stays visible. Raises ``ConnectionNotFound`` for an unknown or deleted
+        connection.
         """
         now = self._clock.now()
         update = Expression()
         update.set("lease_owner", s(owner)).set("lease_until", n(now + duration))
+        if record_attempt:
+            update.set("attempt_owner", s(owner)).set("attempt_started_at", n(now))
+            update.set_raw("attempt_generation", update.name("generation"))
         pk, owner_name, until = update.name("pk"), update.name("lease_owner"), update.name("lease_until")
         condition = (
             f"attribute_exists({pk}) AND attribute_not_exists({update.name('deleted_at')}) AND "
@@ -248,14 +256,17 @@ class ConnectionStore:
             f"OR {owner_name} = {update.value(s(owner))})"
         )
         try:
-            answer = self._update(key, update, condition, returns="ALL_NEW")
+            answer = self._update(key, update, condition, returns="ALL_OLD" if record_attempt else "ALL_NEW")
         except ClientError as error:
             if not is_conditional_failure(error):
                 raise
             if _connection_of(old_item_of_failure(error) or {}) is None:
                 raise ConnectionNotFound(f"no connection {key}") from None
             return None
-        return _require(_connection_of(answer), key)
+        connection = _require(_connection_of(answer), key)
+        if record_attempt:
+            connection = replace(connection, lease=Lease(owner, now + duration))
+        return connection
 
     def renew_lease(self, key: ConnectionKey, owner: str, duration: float) -> Lease:
         """Extend our lease; raises ``LeaseLost`` if it was taken over."""
