@@ -6,5 +6,5 @@ from oauth2_provider.views.generic import ProtectedResourceView
 
 class UserInfoView(ProtectedResourceView):  # type: ignore[misc]
     def get(self, request: HttpRequest) -> JsonResponse:
-        user = request.resource_owner  # type: ignore[attr-defined]
+        user = request.resource_owner
         return JsonResponse({"sub": str(user.pk), "name": user.get_username(), "email": user.email})
