@@ -21,7 +21,7 @@ class FaultKind(enum.StrEnum):
     RATE_LIMIT = "rate_limit"  # 429 in the provider's shape, Retry-After only if ``retry_after``
     ERROR_200 = "error_200"  # HTTP 200 carrying the provider's server-error body
     MALFORMED_JSON = "malformed_json"  # 200, application/json, truncated JSON
-    OMIT_FIELDS = "omit_fields"  # the real answer without ``fields`` (always applied after)
+    OMIT_FIELDS = "omit_fields"  # a successful answer without ``fields`` (always applied after)
     HANG = "hang"  # read the request, then stall ``seconds`` (longer than the client waits)
     DROP = "drop"  # close the connection without an answer
 

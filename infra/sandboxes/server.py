@@ -112,7 +112,8 @@ class SandboxKnobs:
                 raise ValueError(f"knob {name!r} expects {type(current).__name__}")
             if value is None and "None" not in str(names[name].type):
                 raise ValueError(f"knob {name!r} cannot be null")
-            setattr(self, name, tuple(value) if isinstance(current, tuple) else value)
+            # JSON has no tuples; sequence knobs are tuples so that they stay hashable and frozen.
+            setattr(self, name, tuple(value) if isinstance(value, list) else value)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -474,6 +475,9 @@ def _seconds(value: float) -> str:
 
 
 def _without_fields(answer: Response, fields: Iterable[str]) -> Response:
+    """Trim a successful JSON answer; errors pass through as they are."""
+    if not 200 <= answer.status_code < 300:
+        return answer
     try:
         data = json.loads(answer.get_data(as_text=True))
     except ValueError:
