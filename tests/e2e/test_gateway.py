@@ -322,9 +322,9 @@ def test_curl_aws_sigv4_is_accepted(base_url: str) -> None:
     """The copy-paste command the stack prints on start."""
     url = f"{base_url}/tokens/workly/acme?min_ttl=60"
     command = ["curl", "-sS", "--max-time", "5", "--aws-sigv4", "aws:amz:us-east-1:execute-api"]
-    ok = subprocess.run([*command, "--user", "testing:testing", url], capture_output=True, text=True, timeout=10)
+    ok = subprocess.run([*command, "--user", "testing:testing", url], check=True, capture_output=True, text=True, timeout=10)
     assert json.loads(ok.stdout)["event"]["requestContext"]["authorizer"]["iam"]["accessKey"] == "testing"
-    bad = subprocess.run([*command, "--user", "testing:wrong", url], capture_output=True, text=True, timeout=10)
+    bad = subprocess.run([*command, "--user", "testing:wrong", url], check=True, capture_output=True, text=True, timeout=10)
     assert json.loads(bad.stdout)["error"] == "forbidden"
 
 
