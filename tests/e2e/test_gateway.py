@@ -77,7 +77,7 @@ Resources:
           Properties: {ApiId: !Ref HttpApi, Path: /boom, Method: GET}
 """
 
-ECHO = '''
+ECHO = """
 import base64, json
 
 def respond(event, context):
@@ -104,7 +104,7 @@ def respond(event, context):
             },
         }),
     }
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -322,10 +322,13 @@ def test_curl_aws_sigv4_is_accepted(base_url: str) -> None:
     """The copy-paste command the stack prints on start."""
     url = f"{base_url}/tokens/workly/acme?min_ttl=60"
     command = ["curl", "-sS", "--max-time", "5", "--aws-sigv4", "aws:amz:us-east-1:execute-api"]
-    ok = subprocess.run([*command, "--user", "testing:testing", url], check=True, capture_output=True, text=True, timeout=10)
-    assert json.loads(ok.stdout)["event"]["requestContext"]["authorizer"]["iam"]["accessKey"] == "testing"
-    bad = subprocess.run([*command, "--user", "testing:wrong", url], check=True, capture_output=True, text=True, timeout=10)
-    assert json.loads(bad.stdout)["error"] == "forbidden"
+
+    def curl(user: str) -> Any:
+        done = subprocess.run([*command, "--user", user, url], check=True, capture_output=True, text=True, timeout=10)
+        return json.loads(done.stdout)
+
+    assert curl("testing:testing")["event"]["requestContext"]["authorizer"]["iam"]["accessKey"] == "testing"
+    assert curl("testing:wrong")["error"] == "forbidden"
 
 
 # --- what the handler answers ------------------------------------------------------------------
