@@ -163,6 +163,15 @@ class WorksectionSandbox(SandboxServer):
             self.knobs.account_url_template.replace("{account}", account).replace("{url}", url).replace("{port}", port)
         )
 
+    def account_url_rules(self) -> list[str]:
+        """What a catalog's ``account_url_domains`` must hold to trust this sandbox's account URLs:
+        the base domain for ``https://{account}.<domain>``, else the exact origin."""
+        template = self.knobs.account_url_template
+        prefix = "https://{account}."
+        if template.startswith(prefix) and "{" not in template[len(prefix) :] and "/" not in template[len(prefix) :]:
+            return [template[len(prefix) :]]
+        return [self.account_url("sandbox")]
+
     # --- seeding and test helpers --------------------------------------------------------------
 
     def add_user(self, email: str, password: str, **details: Any) -> None:
