@@ -1,0 +1,101 @@
+"""Refresh functions: the sweep (EventBridge Scheduler) and the worker (SQS), one module.
+
+- ``sweep_handler``: enqueue the connections that fall due before the next sweep (``Sweeper``).
+- ``worker_handler``: one ``RefreshEngine.refresh`` per SQS record, reporting partial batch
+  failures. Refresh outcomes, failures included, complete the record (the item carries the
+  backoff); only unexpected exceptions (AWS outage, ``LeaseLost``, a malformed message) fail it,
+  so SQS retries it and finally dead-letters it.
+
+Collaborators are built on first use from the environment; ``use_services`` injects them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from tokenbroker.events import EventSink
+from tokenbroker.observability import logger, tracer
+from tokenbroker.sweep import DEFAULT_HORIZON, DEFAULT_MAX_MESSAGES, RefreshWorker, Sweeper, flush_events
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from mypy_boto3_sqs import SQSClient
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    worker: RefreshWorker
+    events: EventSink  # flushed after every batch (a BatchingEventSink publishes then)
+    sweeper: Sweeper | None = None  # None: this deployment has no queue (worker only)
+
+
+_services: Services | None = None
+_services_lock = threading.Lock()
+
+
+def use_services(services: Services | None) -> None:
+    """Inject collaborators (tests, the local stack); ``None`` builds them from the environment again."""
+    global _services  # noqa: PLW0603 - the one per-process composition, replaceable for tests
+    with _services_lock:
+        _services = services
+
+
+def services() -> Services:
+    global _services  # noqa: PLW0603
+    with _services_lock:
+        if _services is None:
+            _services = _services_from_env()
+        return _services
+
+
+def _services_from_env() -> Services:
+    # Imported here: only the first invocation of a cold start pays for it.
+    from tokenbroker.aws import AwsClients  # noqa: PLC0415
+    from tokenbroker.wiring import Runtime  # noqa: PLC0415
+
+    runtime = Runtime.from_env()
+    queue_url = runtime.settings.refresh_queue_url
+    sweeper = None
+    if queue_url:
+        sweeper = Sweeper(
+            connections=runtime.connections,
+            sqs=cast("SQSClient", AwsClients().client("sqs")),
+            queue_url=queue_url,
+            clock=runtime.clock,
+            horizon=float(os.environ.get("SWEEP_HORIZON_SECONDS") or DEFAULT_HORIZON),
+            max_messages=int(os.environ.get("SWEEP_MAX_MESSAGES") or DEFAULT_MAX_MESSAGES),
+        )
+    return Services(worker=RefreshWorker(runtime.refresher), events=runtime.events, sweeper=sweeper)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def sweep_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    sweeper = services().sweeper
+    if sweeper is None:
+        raise RuntimeError("REFRESH_QUEUE_URL is not set: the sweep has nowhere to send work")
+    result = sweeper.run(time_left=lambda: context.get_remaining_time_in_millis() / 1000.0)
+    return {"enqueued": result.enqueued, "failed": result.failed, "truncated": result.truncated}
+
+
+def _record_handler(record: SQSRecord) -> None:
+    services().worker.handle(record.body)
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+def worker_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    # A processor per invocation: it keeps per-batch state, and the local stack polls on threads.
+    processor = BatchProcessor(event_type=EventType.SQS)
+    try:
+        return process_partial_response(
+            event=event, record_handler=_record_handler, processor=processor, context=context
+        )
+    finally:
+        flush_events(services().events)

@@ -1,0 +1,653 @@
+"""The refresh engine: one single-flight, rotation-safe algorithm for the worker and for vending.
+
+design.md "Refresh: single-flight and rotation-safe", step by step:
+
+1. Acquire the lease on the connection item (conditional update, random owner). Held by someone
+   else -> ``contended`` (never an error). The attempt is recorded in the same write when the
+   store can do that (see ``_acquire``), so an interrupted refresh is visible to the next run.
+2. Re-read the secret under the lease (no cache). Someone already refreshed it, or the caller's
+   predicate is false -> release, ``not_needed``.
+3. The item already carried an attempt: an earlier run was interrupted after recording it and
+   before committing. This run is its one retry; it is reported (metric, log, event reason).
+4. Call the provider; the answer is merged over the stored token (kept refresh token and extras).
+5. Persist first: ``TokenStore.put`` of generation + 1 with a deterministic ClientRequestToken,
+   retried (bounded by the lease) until it lands. Only then ``commit_refresh`` on the item.
+
+The secret is the source of truth for tokens; the item only schedules them. Consequences:
+
+* Crash after the secret write, before the commit: the secret's generation is ahead of the item's.
+  The next run sees that under its lease and commits the item from the secret without calling the
+  provider ("reconciled"). The rotated refresh token is not lost.
+* Crash after the provider answered, before the secret write: the answer is gone. With a
+  rotating provider the stored refresh token is now dead, so the next run gets a dead grant:
+  re-authentication from a stored login (Workly) or ``needs_reauth``. Nothing can do better
+  without writing the token somewhere first, and the secret *is* that first place.
+* Lease lost mid-refresh (a worker stalled past its lease while another took over): both would
+  write generation + 1, with the same ClientRequestToken and different content, so Secrets
+  Manager refuses the second write (``GenerationConflict``); the loser keeps the winner's token.
+  A commit refused with ``LeaseLost`` after our secret write landed leaves the item behind the
+  secret, which the next run reconciles; the token is durable, so the result is still
+  ``refreshed`` (``committed=False``).
+* A dead grant is fatal only if the refresh token used is still current: the secret is re-read
+  first, and a newer generation means another worker won.
+
+Failures are outcomes, not exceptions: transient ones back off on the item (token kept),
+configuration and account problems pause the connection for an hour (no retry storm), a dead
+grant marks the connection (item and secret) ``needs_reauth``. Only the unexpected (an AWS outage,
+``LeaseLost`` outside the commit, a bug) raises. An exception before the provider call releases
+the lease; after it, the lease is left to expire so the recorded attempt stays visible.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from tokenbroker import schedule
+from tokenbroker.clock import Clock
+from tokenbroker.errors import (
+    ErrorKind,
+    LeaseLost,
+    NeedsReauthorization,
+    ProviderConfigurationError,
+    ProviderError,
+    ReauthorizationRequired,
+    TokenBrokerError,
+    UnknownProvider,
+    UnsupportedOperation,
+)
+from tokenbroker.events import DomainEvent, EventSink, EventType
+from tokenbroker.keys import ConnectionKey
+from tokenbroker.models import Connection, ConnectionStatus, StoredToken
+from tokenbroker.observability import NAMESPACE, SERVICE, logger
+from tokenbroker.providers.base import Provider
+from tokenbroker.providers.catalog import CatalogEntry
+from tokenbroker.stores.connections import ConnectionStore
+from tokenbroker.stores.tokens import GenerationConflict, TokenStore
+from tokenbroker.tokens import TokenSet
+
+ProviderResolver = Callable[[str], Provider]
+ShouldRefresh = Callable[[StoredToken], bool]
+
+# How early a scheduled refresh may run: the sweep's query horizon (it enqueues what falls due
+# before its next run). schedule.is_due clamps it for short-lived tokens.
+DEFAULT_SCHEDULE_SLACK = 300.0
+# Tries of the secret write after the provider answered (the token exists nowhere else).
+DEFAULT_PUT_ATTEMPTS = 5
+PUT_RETRY_BASE = 0.25
+# Stop retrying the write this long before the lease ends: a write after it races a new owner.
+LEASE_SAFETY = 5.0
+# "Token Refresh Failed" for transient failures: at the Nth consecutive one and every Nth after.
+DEFAULT_FAILURE_EVENT_EVERY = 3
+
+
+class RefreshOutcome(enum.StrEnum):
+    REFRESHED = "refreshed"
+    REAUTHENTICATED = "reauthenticated"  # dead grant, new one from the stored login (Workly)
+    NOT_NEEDED = "not_needed"  # someone else refreshed, or the predicate was false under the lease
+    CONTENDED = "contended"  # another worker holds the lease: not an error
+    TRANSIENT_FAILURE = "transient_failure"
+    NEEDS_REAUTH = "needs_reauth"
+    CONFIGURATION_FAILURE = "configuration_failure"
+    ACCOUNT_FAILURE = "account_failure"
+
+    @property
+    def has_fresh_token(self) -> bool:
+        return self in (RefreshOutcome.REFRESHED, RefreshOutcome.REAUTHENTICATED)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    outcome: RefreshOutcome
+    key: ConnectionKey
+    generation: int | None
+    stored: StoredToken | None  # the current secret as this run knows it (None: not read)
+    error: ProviderError | None = None
+    retry_after: float | None = None  # the provider's own hint, when it gave one
+    next_refresh_at: float | None = None  # when the item is eligible again (failures)
+    interrupted: bool = False  # this run retried an attempt an earlier run left unfinished
+    reconciled: bool = False  # the item was brought up to a secret an earlier run wrote
+    committed: bool = True  # False: the token is durable but the item update lost the lease
+
+
+class CatalogLike(Protocol):
+    """``Catalog.get``: raises ``UnknownProvider`` for a name it does not know."""
+
+    def get(self, name: str) -> CatalogEntry: ...
+
+
+class RefreshMetrics(Protocol):
+    def emit(self, name: str, value: float, unit: MetricUnit, dimensions: Mapping[str, str]) -> None: ...
+
+
+class PowertoolsRefreshMetrics:
+    """One EMF record per metric: dimensions (provider, outcome) differ per call, and Powertools'
+    shared ``Metrics`` object keeps dimensions per flush, which would mix providers."""
+
+    def emit(self, name: str, value: float, unit: MetricUnit, dimensions: Mapping[str, str]) -> None:
+        with single_metric(
+            name=name, unit=unit, value=value, namespace=NAMESPACE, default_dimensions={"service": SERVICE}
+        ) as metric:
+            for dimension, dimension_value in dimensions.items():
+                metric.add_dimension(name=dimension, value=dimension_value)
+
+
+@dataclass
+class MemoryRefreshMetrics:
+    """Keeps metrics in memory (tests, local stack)."""
+
+    records: list[tuple[str, float, dict[str, str]]] = field(default_factory=list)
+
+    def emit(self, name: str, value: float, unit: MetricUnit, dimensions: Mapping[str, str]) -> None:
+        self.records.append((name, value, dict(dimensions)))
+
+    def total(self, name: str, **dimensions: str) -> float:
+        return sum(
+            value
+            for metric, value, dims in self.records
+            if metric == name and all(dims.get(k) == v for k, v in dimensions.items())
+        )
+
+
+def new_owner() -> str:
+    """A random lease owner (128 bits): two runs never share one."""
+    return secrets.token_hex(16)
+
+
+@dataclass
+class _Run:
+    """What one refresh knows about itself while it holds the lease."""
+
+    key: ConnectionKey
+    owner: str
+    connection: Connection
+    reason: str
+    interrupted: bool = False
+    provider: Provider | None = None
+    provider_called: bool = False
+
+
+class _Again(Exception):
+    """Internal: the item was reconciled and the token still needs a refresh: start over once."""
+
+
+_FAILURE_OUTCOMES = {
+    ErrorKind.TRANSIENT: RefreshOutcome.TRANSIENT_FAILURE,
+    ErrorKind.OUTCOME_UNKNOWN: RefreshOutcome.TRANSIENT_FAILURE,
+    ErrorKind.CONFIGURATION: RefreshOutcome.CONFIGURATION_FAILURE,
+    ErrorKind.ACCOUNT: RefreshOutcome.ACCOUNT_FAILURE,
+}
+
+
+class RefreshEngine:
+    def __init__(
+        self,
+        *,
+        tokens: TokenStore,
+        connections: ConnectionStore,
+        providers: ProviderResolver,
+        events: EventSink,
+        clock: Clock,
+        lease_seconds: float = 90.0,
+        owner_factory: Callable[[], str] = new_owner,
+        metrics: RefreshMetrics | None = None,
+        catalog: CatalogLike | None = None,
+        schedule_slack: float = DEFAULT_SCHEDULE_SLACK,
+        put_attempts: int = DEFAULT_PUT_ATTEMPTS,
+        failure_event_every: int = DEFAULT_FAILURE_EVENT_EVERY,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self._tokens = tokens
+        self._connections = connections
+        self._providers = providers
+        self._events = events
+        self._clock = clock
+        self._lease_seconds = lease_seconds
+        self._owner_factory = owner_factory
+        self._metrics: RefreshMetrics = metrics or PowertoolsRefreshMetrics()
+        self._catalog = catalog
+        self._slack = schedule_slack
+        self._put_attempts = max(1, put_attempts)
+        self._failure_event_every = max(1, failure_event_every)
+        self._rng = rng
+
+    # --- public ------------------------------------------------------------------------------
+
+    def refresh(
+        self,
+        key: ConnectionKey,
+        *,
+        reason: str = "scheduled",
+        should_refresh: ShouldRefresh | None = None,
+    ) -> RefreshResult:
+        """Refresh ``key`` if it still needs it, as the only worker doing so.
+
+        ``should_refresh`` is evaluated on the token re-read under the lease; None means the
+        scheduled rule (due per refresh-ahead, within the sweep's slack, and not backing off).
+        Raises ``ConnectionNotFound`` for an unknown or deleted connection.
+        """
+        owner = self._owner_factory()
+        for _ in range(2):
+            try:
+                result = self._attempt(key, owner, reason, should_refresh)
+            except _Again:
+                continue
+            self._count(result)
+            return result
+        # Reconciled twice in a row: a writer keeps getting ahead of the item. Say so, refresh later.
+        logger.warning("refresh gave up after reconciling twice", extra=_log_fields(key))
+        result = RefreshResult(RefreshOutcome.CONTENDED, key, None, None)
+        self._count(result)
+        return result
+
+    # --- the algorithm -----------------------------------------------------------------------
+
+    def _attempt(
+        self, key: ConnectionKey, owner: str, reason: str, should_refresh: ShouldRefresh | None
+    ) -> RefreshResult:
+        connection = self._acquire(key, owner)
+        if connection is None:
+            self._emit("LeaseContention", 1, key.provider)
+            return RefreshResult(RefreshOutcome.CONTENDED, key, None, None)
+        run = _Run(key, owner, connection, reason, interrupted=connection.attempt is not None)
+        if run.interrupted:
+            self._emit("RefreshInterrupted", 1, key.provider)
+            attempt = connection.attempt
+            logger.warning(
+                "an earlier refresh was interrupted before it committed; retrying it once",
+                extra={
+                    **_log_fields(key),
+                    "attempt_started_at": attempt.started_at if attempt else None,
+                    "attempt_generation": attempt.generation if attempt else None,
+                },
+            )
+        try:
+            return self._under_lease(run, should_refresh)
+        except (_Again, LeaseLost):
+            raise  # the lease is already gone (committed or taken over)
+        except Exception:
+            if not run.provider_called:
+                self._release(run)
+            # Else leave the lease to expire: the recorded attempt tells the next run what happened.
+            raise
+
+    def _acquire(self, key: ConnectionKey, owner: str) -> Connection | None:
+        # The attempt is recorded in the same UpdateItem (step 3 folded into step 1: one AWS call
+        # fewer); the answer is the item as it was, so a previous, interrupted attempt shows. A run
+        # that ends without calling the provider releases, which forgets the attempt again.
+        return self._connections.acquire_lease(key, owner, self._lease_seconds, record_attempt=True)
+
+    def _under_lease(self, run: _Run, should_refresh: ShouldRefresh | None) -> RefreshResult:
+        connection = run.connection
+        now = self._clock.now()
+        if not connection.is_active:
+            return self._inactive(run)
+        if (
+            should_refresh is None
+            and not run.interrupted
+            and connection.next_refresh_at is not None
+            and connection.next_refresh_at > now + self._slack
+        ):
+            # Not due yet, or backing off: a duplicated message or an early sweep. No secret read.
+            self._release(run)
+            return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, connection.generation, None)
+
+        stored = self._tokens.get(run.key)
+        if stored.generation > connection.generation:
+            return self._reconcile(run, stored, should_refresh)
+        if stored.status is not ConnectionStatus.ACTIVE:
+            # The secret already says so (an earlier mark_needs_reauth lost its item write).
+            self._connections.mark_needs_reauth(
+                run.key, run.owner, NeedsReauthorization("the token secret is marked needs_reauth")
+            )
+            return RefreshResult(RefreshOutcome.NEEDS_REAUTH, run.key, stored.generation, stored)
+        if not self._wanted(run, stored, should_refresh):
+            self._release(run)
+            return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, stored.generation, stored)
+        return self._refresh_token(run, stored)
+
+    def _wanted(self, run: _Run, stored: StoredToken, should_refresh: ShouldRefresh | None) -> bool:
+        if should_refresh is not None:
+            return should_refresh(stored)
+        token = stored.token
+        return schedule.is_due(
+            token.expires_at,
+            token.obtained_at,
+            run.connection.refresh_expires_at,
+            self._clock.now(),
+            slack=self._slack,
+        )
+
+    def _refresh_token(self, run: _Run, stored: StoredToken) -> RefreshResult:
+        try:
+            provider = self._providers(run.key.provider)
+        except (UnknownProvider, ProviderConfigurationError) as error:
+            problem = _as_provider_error(error, run.key.provider)
+            return self._failed(run, stored, problem)
+        run.provider = provider
+
+        run.provider_called = True
+        started = time.perf_counter()
+        try:
+            fresh = provider.refresh(stored.token)
+        except ReauthorizationRequired as error:
+            self._latency(run.key.provider, started)
+            return self._dead_grant(run, stored, provider, error)
+        except ProviderError as error:
+            self._latency(run.key.provider, started)
+            return self._failed(run, stored, error)
+        self._latency(run.key.provider, started)
+        # Providers merge already; doing it again costs nothing and protects against one that does not.
+        return self._persist(run, stored, fresh.merged_over(stored.token), RefreshOutcome.REFRESHED)
+
+    # --- success -----------------------------------------------------------------------------
+
+    def _persist(self, run: _Run, stored: StoredToken, fresh: TokenSet, outcome: RefreshOutcome) -> RefreshResult:
+        generation = max(stored.generation, run.connection.generation) + 1
+        new = StoredToken(
+            token=fresh,
+            generation=generation,
+            status=ConnectionStatus.ACTIVE,
+            metadata=dict(stored.metadata),
+            login=stored.login,
+        )
+        try:
+            self._put_durably(run, new)
+        except GenerationConflict:
+            return self._lost_write(run)
+
+        committed = self._commit(run, new, previous=stored.token)
+        reason = "interrupted" if run.interrupted else run.reason
+        if outcome is RefreshOutcome.REAUTHENTICATED:
+            reason = "stored_login"
+        self._publish(EventType.TOKEN_REFRESHED, run.key, new, reason)
+        logger.info(
+            "token refreshed",
+            extra={**_log_fields(run.key), "outcome": str(outcome), "generation": generation, "committed": committed},
+        )
+        return RefreshResult(
+            outcome,
+            run.key,
+            generation,
+            new,
+            interrupted=run.interrupted,
+            committed=committed,
+        )
+
+    def _put_durably(self, run: _Run, new: StoredToken) -> None:
+        """Write until it lands: the same ClientRequestToken makes every retry the same version."""
+        lease_ends = self._clock.now() + self._lease_seconds  # conservative: measured from now
+        if run.connection.lease is not None:
+            lease_ends = run.connection.lease.until
+        delay = PUT_RETRY_BASE
+        for attempt in range(1, self._put_attempts + 1):
+            try:
+                self._tokens.put(run.key, new)
+                return
+            except TokenBrokerError:
+                raise  # GenerationConflict, ConnectionNotFound: a decision, not a hiccup
+            except Exception:
+                out_of_time = self._clock.now() + delay > lease_ends - LEASE_SAFETY
+                if attempt == self._put_attempts or out_of_time:
+                    logger.error(
+                        "token write failed after the provider answered; the new token is lost",
+                        extra={**_log_fields(run.key), "attempts": attempt},
+                    )
+                    self._emit("TokenWriteLost", 1, run.key.provider)
+                    raise
+                logger.warning("token write failed, retrying", extra={**_log_fields(run.key), "attempt": attempt})
+                self._clock.sleep(delay)
+                delay *= 2
+
+    def _commit(self, run: _Run, new: StoredToken, previous: TokenSet | None) -> bool:
+        token = new.token
+        try:
+            self._connections.commit_refresh(
+                run.key,
+                run.owner,
+                run.connection.generation,
+                expires_at=token.expires_at,
+                refresh_expires_at=self._refresh_expires_at(run, previous, token),
+                next_refresh_at=self._next_refresh_at(run, previous, token),
+                scopes=token.scopes,
+            )
+        except LeaseLost:
+            # The secret holds generation + 1 and is the truth; whoever holds the item next sees
+            # the secret ahead of the item and commits it from the secret.
+            logger.warning("token written but the item commit lost its lease", extra=_log_fields(run.key))
+            self._emit("RefreshCommitLost", 1, run.key.provider)
+            return False
+        return True
+
+    def _lost_write(self, run: _Run) -> RefreshResult:
+        """Another writer already wrote our generation: its token is current, ours is dropped."""
+        self._emit("TokenWriteConflict", 1, run.key.provider)
+        current = self._tokens.get(run.key)
+        logger.warning(
+            "another writer wrote this generation first; keeping its token",
+            extra={**_log_fields(run.key), "generation": current.generation},
+        )
+        reconciled = False
+        if current.generation > run.connection.generation:
+            reconciled = self._commit(run, current, previous=None)
+        else:
+            self._release(run)
+        return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, current.generation, current, reconciled=reconciled)
+
+    def _reconcile(self, run: _Run, stored: StoredToken, should_refresh: ShouldRefresh | None) -> RefreshResult:
+        """The secret is ahead of the item: an earlier run wrote it and never committed."""
+        if stored.generation > run.connection.generation + 1:
+            logger.error(
+                "secret is more than one generation ahead of the item",
+                extra={**_log_fields(run.key), "secret": stored.generation, "item": run.connection.generation},
+            )
+        self._emit("RefreshReconciled", 1, run.key.provider)
+        logger.warning(
+            "committing a token an earlier run wrote but never committed",
+            extra={**_log_fields(run.key), "generation": stored.generation},
+        )
+        if not self._commit(run, stored, previous=None):
+            raise LeaseLost(f"lease on {run.key} lost while reconciling")
+        if stored.status is ConnectionStatus.ACTIVE and self._wanted(run, stored, should_refresh):
+            raise _Again
+        return RefreshResult(
+            RefreshOutcome.NOT_NEEDED,
+            run.key,
+            stored.generation,
+            stored,
+            interrupted=run.interrupted,
+            reconciled=True,
+        )
+
+    # --- failures ----------------------------------------------------------------------------
+
+    def _dead_grant(
+        self, run: _Run, stored: StoredToken, provider: Provider, error: ReauthorizationRequired
+    ) -> RefreshResult:
+        current = self._tokens.get(run.key)
+        if current.generation > stored.generation:
+            # Another worker refreshed meanwhile (our refresh token was the old one): not fatal.
+            logger.info("dead grant on an old refresh token; a newer one exists", extra=_log_fields(run.key))
+            reconciled = False
+            if current.generation > run.connection.generation:
+                reconciled = self._commit(run, current, previous=None)
+            else:
+                self._release(run)
+            return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, current.generation, current, reconciled=reconciled)
+        if stored.login is None:
+            return self._needs_reauth(run, stored, error)
+        try:
+            fresh = provider.password_grant(
+                username=stored.login.username,
+                password=stored.login.password,
+                scopes=stored.token.scopes or None,
+            )
+        except ReauthorizationRequired as login_error:  # includes InvalidUserCredentials (7002)
+            return self._needs_reauth(run, stored, login_error)
+        except UnsupportedOperation:
+            return self._needs_reauth(run, stored, error)
+        except ProviderError as login_error:
+            return self._failed(run, stored, login_error)
+        logger.info("dead grant; re-authenticated with the stored login", extra=_log_fields(run.key))
+        return self._persist(run, stored, fresh.merged_over(stored.token), RefreshOutcome.REAUTHENTICATED)
+
+    def _needs_reauth(self, run: _Run, stored: StoredToken, error: ProviderError) -> RefreshResult:
+        # The secret first: a vend reads only the secret and must answer 409 from now on.
+        marked = StoredToken(
+            token=stored.token,
+            generation=stored.generation,
+            status=ConnectionStatus.NEEDS_REAUTH,
+            metadata=dict(stored.metadata),
+            login=stored.login,
+        )
+        try:
+            self._put_durably(run, marked)
+        except GenerationConflict:
+            return self._lost_write(run)
+        self._connections.mark_needs_reauth(run.key, run.owner, error)
+        self._emit("ConnectionsNeedingReauth", 1, run.key.provider)
+        reason = _reason(error, run)
+        self._publish(EventType.CONNECTION_NEEDS_REAUTHORIZATION, run.key, marked, reason)
+        logger.warning("connection needs re-authorisation", extra={**_log_fields(run.key), "reason": reason})
+        return RefreshResult(
+            RefreshOutcome.NEEDS_REAUTH, run.key, stored.generation, marked, error=error, interrupted=run.interrupted
+        )
+
+    def _failed(self, run: _Run, stored: StoredToken, error: ProviderError) -> RefreshResult:
+        now = self._clock.now()
+        failures = run.connection.failures + 1
+        outcome = _FAILURE_OUTCOMES.get(error.kind, RefreshOutcome.TRANSIENT_FAILURE)
+        if outcome is RefreshOutcome.TRANSIENT_FAILURE:
+            next_at = schedule.backoff_until(
+                now=now,
+                failures=failures,
+                expires_at=stored.token.expires_at,
+                refresh_expires_at=run.connection.refresh_expires_at,
+                retry_after=error.retry_after,
+                rng=self._rng,
+            )
+            loud = failures % self._failure_event_every == 0
+        else:
+            # Our setup or the user's account: retrying will not fix it, an operator must.
+            next_at = schedule.pause_until(now=now, retry_after=error.retry_after)
+            loud = True
+            self._emit("RefreshProblem", 1, run.key.provider, kind=str(error.kind))
+        self._connections.record_failure(run.key, run.owner, error, next_at)
+        reason = _reason(error, run)
+        log = logger.error if loud else logger.warning
+        log(
+            "token refresh failed",
+            extra={**_log_fields(run.key), "reason": reason, "failures": failures, "retry_in": round(next_at - now)},
+        )
+        if loud:
+            self._publish(EventType.TOKEN_REFRESH_FAILED, run.key, stored, reason)
+        return RefreshResult(
+            outcome,
+            run.key,
+            stored.generation,
+            stored,
+            error=error,
+            retry_after=error.retry_after,
+            next_refresh_at=next_at,
+            interrupted=run.interrupted,
+        )
+
+    def _inactive(self, run: _Run) -> RefreshResult:
+        """The item is not active. Normally the secret agrees; repair it when it does not."""
+        stored = self._tokens.get(run.key)
+        if stored.generation > run.connection.generation and stored.status is ConnectionStatus.ACTIVE:
+            # A newer token landed after the item was marked (a late writer): it is the truth.
+            return self._reconcile(run, stored, None)
+        if run.connection.status is ConnectionStatus.NEEDS_REAUTH and stored.status is ConnectionStatus.ACTIVE:
+            marked = StoredToken(
+                stored.token, stored.generation, ConnectionStatus.NEEDS_REAUTH, dict(stored.metadata), stored.login
+            )
+            self._tokens.put(run.key, marked)
+            stored = marked
+        self._release(run)
+        return RefreshResult(RefreshOutcome.NEEDS_REAUTH, run.key, stored.generation, stored)
+
+    # --- schedule of the new token -----------------------------------------------------------
+
+    def _refresh_expires_at(self, run: _Run, previous: TokenSet | None, token: TokenSet) -> float | None:
+        """Estimated from the catalog: a new refresh token lives its full lifetime from now on."""
+        ttl, rotates = self._refresh_token_facts(run)
+        rotated = rotates if previous is None else token.refresh_token != previous.refresh_token
+        if rotated or run.connection.refresh_expires_at is None:
+            return None if ttl is None else float(token.obtained_at + ttl)
+        return run.connection.refresh_expires_at
+
+    def _next_refresh_at(self, run: _Run, previous: TokenSet | None, token: TokenSet) -> float:
+        return schedule.next_refresh_at(
+            token.expires_at, token.obtained_at, self._refresh_expires_at(run, previous, token), self._clock.now()
+        )
+
+    def _refresh_token_facts(self, run: _Run) -> tuple[int | None, bool]:
+        """(refresh-token lifetime, rotates) from the catalog entry, when there is one.
+
+        From the catalog when the engine has it (no app credentials needed), else from the
+        provider this run already resolved (catalog providers carry their entry)."""
+        entry: object = None
+        try:
+            if self._catalog is not None:
+                entry = self._catalog.get(run.key.provider)
+            elif run.provider is not None:
+                entry = getattr(run.provider, "entry", None)
+            else:
+                entry = getattr(self._providers(run.key.provider), "entry", None)
+        except TokenBrokerError:
+            entry = None
+        if isinstance(entry, CatalogEntry):
+            return entry.refresh_token_ttl, entry.rotates_refresh_token
+        return None, False
+
+    # --- small helpers -----------------------------------------------------------------------
+
+    def _release(self, run: _Run) -> None:
+        try:
+            self._connections.release(run.key, run.owner)
+        except Exception:  # the lease expires by itself; a failed release must not hide the result
+            logger.warning("lease release failed", extra=_log_fields(run.key), exc_info=True)
+
+    def _publish(self, type_: EventType, key: ConnectionKey, stored: StoredToken, reason: str | None) -> None:
+        self._events.publish(
+            DomainEvent.for_key(
+                type_, key, generation=stored.generation, expires_at=int(stored.token.expires_at), reason=reason
+            )
+        )
+
+    def _count(self, result: RefreshResult) -> None:
+        self._emit("RefreshOutcome", 1, result.key.provider, outcome=str(result.outcome))
+
+    def _latency(self, provider: str, started: float) -> None:
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        self._metrics.emit("RefreshLatency", elapsed_ms, MetricUnit.Milliseconds, {"provider": provider})
+
+    def _emit(self, name: str, value: float, provider: str, **dimensions: str) -> None:
+        self._metrics.emit(name, value, MetricUnit.Count, {"provider": provider, **dimensions})
+
+
+def _as_provider_error(error: TokenBrokerError, provider: str) -> ProviderError:
+    if isinstance(error, ProviderError):
+        return error
+    return ProviderConfigurationError(error.message, provider=provider, provider_code=error.code)
+
+
+def _reason(error: ProviderError, run: _Run) -> str:
+    parts = [error.code]
+    if error.provider_code:
+        parts.append(error.provider_code)
+    if run.interrupted:
+        parts.append("interrupted")
+    return ":".join(parts)
+
+
+def _log_fields(key: ConnectionKey) -> dict[str, str]:
+    return {"provider": key.provider, "connection_id": key.connection_id}

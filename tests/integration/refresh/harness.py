@@ -1,0 +1,227 @@
+"""Building blocks of the refresh tests: stores on moto, engines, seeded connections, fault wrappers.
+
+Plain classes and functions (no pytest) so that test modules import them; fixtures live in
+conftest.py.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tokenbroker.aws import DynamoTable
+from tokenbroker.clock import ManualClock
+from tokenbroker.events import MemorySink
+from tokenbroker.http import HttpClient
+from tokenbroker.keys import ConnectionKey
+from tokenbroker.models import Connection, PasswordLogin, StoredToken
+from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
+from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine, RefreshResult
+from tokenbroker.schedule import next_refresh_at
+from tokenbroker.stores import ConnectionStore, TokenStore
+from tokenbroker.tokens import TokenSet
+
+from infra.sandboxes import WorklySandbox, WorksectionSandbox
+
+STAGE = "test"
+DAY = 86_400.0
+WORKLY_EMAIL = "ann@example.com"
+WORKLY_PASSWORD = "correct-horse-battery"
+WS_EMAIL = "bob@example.com"
+WS_PASSWORD = "bob-password-1"
+
+
+class SimulatedCrash(BaseException):
+    """A process dying mid-refresh: BaseException, so the engine runs no cleanup for it."""
+
+
+@dataclass
+class Rig:
+    """Everything an engine needs, on moto, with in-memory events and metrics."""
+
+    clock: ManualClock
+    tokens: TokenStore
+    connections: ConnectionStore
+    catalog: Catalog
+    providers: dict[str, Provider] = field(default_factory=dict)
+    events: MemorySink = field(default_factory=MemorySink)
+    metrics: MemoryRefreshMetrics = field(default_factory=MemoryRefreshMetrics)
+
+    @classmethod
+    def create(cls, secretsmanager: Any, table: DynamoTable, clock: ManualClock) -> Rig:
+        return cls(
+            clock=clock,
+            tokens=TokenStore(secretsmanager, stage=STAGE),
+            connections=ConnectionStore(table, clock=clock),
+            catalog=Catalog.load(),
+        )
+
+    def resolve(self, name: str) -> Provider:
+        return self.providers[name]
+
+    def engine(self, **overrides: Any) -> RefreshEngine:
+        options: dict[str, Any] = {
+            "tokens": self.tokens,
+            "connections": self.connections,
+            "providers": self.resolve,
+            "events": self.events,
+            "clock": self.clock,
+            "metrics": self.metrics,
+            "catalog": self.catalog,
+            "rng": lambda: 1.0,  # the top of the jitter: deterministic backoff in assertions
+        }
+        options.update(overrides)
+        return RefreshEngine(**options)
+
+    def seed(
+        self,
+        key: ConnectionKey,
+        token: TokenSet,
+        *,
+        login: PasswordLogin | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> Connection:
+        """A connected connection, as the connect flow leaves it (item first, then the secret)."""
+        entry = self.catalog.get(key.provider)
+        refresh_expires_at = token.obtained_at + entry.refresh_token_ttl if entry.refresh_token_ttl else None
+        connection = self.connections.save_connected(
+            key,
+            expires_at=token.expires_at,
+            refresh_expires_at=refresh_expires_at,
+            next_refresh_at=next_refresh_at(token.expires_at, token.obtained_at, refresh_expires_at, self.clock.now()),
+            metadata=metadata or {},
+            scopes=token.scopes,
+        )
+        stored = StoredToken(token, connection.generation, metadata=dict(metadata or {}), login=login)
+        self.tokens.put(key, stored)
+        return connection
+
+    def item(self, key: ConnectionKey) -> Connection:
+        connection = self.connections.get(key)
+        assert connection is not None
+        return connection
+
+    def advance_to_due(self, key: ConnectionKey) -> None:
+        """Move the clock to the connection's next_refresh_at."""
+        due = self.item(key).next_refresh_at
+        assert due is not None
+        self.clock.advance(max(0.0, due - self.clock.now()) + 1)
+
+
+def sandbox_provider(
+    catalog: Catalog, sandbox: WorklySandbox | WorksectionSandbox, clock: ManualClock, *, read_timeout: float = 2.0
+) -> Provider:
+    name = sandbox.provider
+    base_url = sandbox.base_url if isinstance(sandbox, WorklySandbox) else sandbox.url
+    entry = catalog.get(name).with_base_url(base_url)
+    http = HttpClient(connect_timeout=1.0, read_timeout=read_timeout)
+    return build_provider(entry, AppCredentials(sandbox.client_id, sandbox.client_secret), http=http, clock=clock)
+
+
+def token_from_answer(answer: dict[str, Any], now: float, scope_separator: str = ",") -> TokenSet:
+    """A TokenSet from a sandbox's raw grant (``issue_tokens``), as a provider would parse it."""
+    extra = {"account_url": str(answer["account_url"])} if answer.get("account_url") else {}
+    scopes = tuple(s for s in str(answer.get("scope") or "").split(scope_separator) if s)
+    return TokenSet(
+        access_token=str(answer["access_token"]),
+        token_type=str(answer.get("token_type") or "bearer"),
+        expires_at=int(now + float(answer["expires_in"])),
+        obtained_at=int(now),
+        refresh_token=str(answer["refresh_token"]),
+        scopes=scopes,
+        extra=extra,
+    )
+
+
+class ScriptedProvider(Provider):
+    """A provider in memory: each refresh returns the next distinct token, or raises what it is told.
+
+    It does not rotate (the old refresh token keeps working), which lets two racing workers both
+    get an answer: the interleaving the lease-loss tests need.
+    """
+
+    def __init__(self, name: str, clock: ManualClock, *, lifetime: float = DAY) -> None:
+        self.name = name
+        self._clock = clock
+        self._lifetime = lifetime
+        self._counter = itertools.count(1)
+        self._lock = threading.Lock()
+        self.refresh_calls = 0
+        self.failures: list[BaseException] = []
+        self.on_answer: Callable[[TokenSet], None] | None = None  # runs after the answer, before return
+
+    def issue(self) -> TokenSet:
+        n = next(self._counter)
+        now = int(self._clock.now())
+        return TokenSet(
+            access_token=f"scripted-access-{n:06d}-{self.name}",
+            token_type="Bearer",
+            expires_at=int(now + self._lifetime),
+            obtained_at=now,
+            refresh_token=f"scripted-refresh-{n:06d}-{self.name}",
+        )
+
+    def refresh(self, token: TokenSet) -> TokenSet:
+        with self._lock:
+            self.refresh_calls += 1
+            failure = self.failures.pop(0) if self.failures else None
+        if failure is not None:
+            raise failure
+        answer = self.issue().merged_over(token)
+        if self.on_answer is not None:
+            self.on_answer(answer)
+        return answer
+
+    def authorization_url(
+        self,
+        *,
+        state: str,
+        redirect_uri: str,
+        scopes: Sequence[str] | None = None,
+        code_challenge: str | None = None,
+    ) -> str:
+        raise NotImplementedError
+
+    def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str | None = None) -> TokenSet:
+        raise NotImplementedError
+
+    def password_grant(self, *, username: str, password: str, scopes: Sequence[str] | None = None) -> TokenSet:
+        raise NotImplementedError
+
+
+class CrashingTokenStore(TokenStore):
+    """A TokenStore whose ``put`` dies (``SimulatedCrash``) the next ``crashes`` times, before writing."""
+
+    def __init__(self, inner: TokenStore, *, crashes: int = 1) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.crashes = crashes
+
+    def put(self, key: ConnectionKey, stored: StoredToken, *, restore_deleted: bool = False) -> str:
+        if self.crashes > 0:
+            self.crashes -= 1
+            raise SimulatedCrash("died before the secret write")
+        return super().put(key, stored, restore_deleted=restore_deleted)
+
+
+class CrashingConnectionStore(ConnectionStore):
+    """A ConnectionStore whose ``commit_refresh`` dies once, after the secret write landed."""
+
+    def __init__(self, inner: ConnectionStore) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.crashed = False
+
+    def commit_refresh(self, *args: Any, **kwargs: Any) -> Connection:
+        if not self.crashed:
+            self.crashed = True
+            raise SimulatedCrash("died between the secret write and the item commit")
+        return super().commit_refresh(*args, **kwargs)
+
+
+def outcomes(results: Sequence[RefreshResult]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[str(result.outcome)] = counts.get(str(result.outcome), 0) + 1
+    return counts
