@@ -204,14 +204,14 @@ def _enum[E: enum.StrEnum](cls: type[E], value: object, fail: Fail, field_name: 
 def _check_url(value: object, fail: Fail, field_name: str) -> None:
     if not isinstance(value, str):
         raise fail("must be a URL string", field_name)
+    if "{" in value or "}" in value:
+        raise fail("has an unknown {placeholder}; only {base_url} is supported", field_name)
     try:
         parts = urlsplit(value)
     except ValueError:
         raise fail("is not a valid URL", field_name) from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise fail("must be an absolute http:// or https:// URL", field_name)
-    if "{" in value or "}" in value:
-        raise fail("has an unknown {placeholder}; only {base_url} is supported", field_name)
 
 
 # --- YAML -> entries -----------------------------------------------------------------------------------
@@ -379,11 +379,11 @@ class Catalog:
                 for key, value in overrides.items():
                     if value is None:
                         current.pop(key, None)
-                        where.pop(key, None)
                     else:
                         current[key] = value
-                        where[key] = layer.source
-        self._entries = {name: _build(name, values, sources[name]) for name, values in merged.items()}
+                    where[key] = layer.source  # who set or removed it, to blame in errors
+        order = [layer.source for layer in layers]
+        self._entries = {name: _build(name, values, sources[name], order) for name, values in merged.items()}
 
     @classmethod
     def load(cls, extra_file: str | Path | None = None, *, environ: Mapping[str, str] | None = None) -> Catalog:
@@ -440,23 +440,28 @@ class Catalog:
         return f"Catalog({', '.join(self.names())})"
 
 
-def _build(name: str, values: Mapping[str, Any], sources: Mapping[str, str]) -> CatalogEntry:
-    """An entry from merged fields; an error names the file that set the offending field."""
+def _build(name: str, values: Mapping[str, Any], sources: Mapping[str, str], order: list[str]) -> CatalogEntry:
+    """An entry from merged fields; an error names the file that set (or removed) the offending field."""
     if "token_url" not in values:
-        raise CatalogError("is required", source=_blame(sources, None), provider=name, field="token_url")
+        raise CatalogError(
+            "is required", source=_blame(sources, ["token_url"], order), provider=name, field="token_url"
+        )
     try:
         return CatalogEntry(name=name, **values)
     except CatalogError as error:
-        # Blame the file that set the offending field (or, for a cross-field rule, the last one).
-        raise CatalogError(
-            error.problem, source=_blame(sources, error.field), provider=name, field=error.field
-        ) from None
+        # A template breaks when its own field or base_url changed: blame the later of the two.
+        suspects = [error.field or "", "base_url"] if "base_url" in error.problem else [error.field or ""]
+        source = _blame(sources, suspects, order)
+        raise CatalogError(error.problem, source=source, provider=name, field=error.field) from None
 
 
-def _blame(sources: Mapping[str, str], field_name: str | None) -> str:
-    if field_name is not None and field_name in sources:
-        return sources[field_name]
-    return list(sources.values())[-1] if sources else "<catalog>"
+def _blame(sources: Mapping[str, str], suspects: list[str], order: list[str]) -> str:
+    found = [sources[field_name] for field_name in suspects if field_name in sources]
+    if not found:
+        found = list(sources.values())
+    if not found:
+        return "<catalog>"
+    return max(found, key=lambda source: order.index(source) if source in order else -1)
 
 
 _PACKAGED: _Layer | None = None

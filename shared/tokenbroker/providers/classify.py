@@ -109,10 +109,9 @@ def sanitize_code(value: object) -> str | None:
     """A provider's error code as a short identifier (``invalid_grant``, ``7006``), or None."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, int | float):
+        number = workly_code({"code": value})
+        return str(number) if number is not None else None
     if isinstance(value, str):
         code = _CODE_CHARS.sub("", value.strip())[:64]
         if len(code) >= 24:  # an "error" this long is not a code; never risk echoing a token
@@ -184,6 +183,13 @@ def _make(
         status=response.status,
         retry_after=parse_retry_after(response.header("retry-after"), ctx.now),
     )
+
+
+def _safe_code(code: str | None, ctx: CallContext) -> str | None:
+    """A code is echoed verbatim, so it must not be (or contain) a secret a provider reflected back."""
+    if code is None:
+        return None
+    return code if sanitize(code, secrets=ctx.secrets) == code else MASK
 
 
 def _describe(code: str | None, description: str, ctx: CallContext) -> str:
@@ -271,14 +277,14 @@ def classify_rfc6749(response: HttpResponse, ctx: CallContext) -> ProviderError:
         return early
     body = response.json_object()
     if body is None:
-        header_code = _www_authenticate_error(response)
+        header_code = _safe_code(_www_authenticate_error(response), ctx)
         if header_code is not None:
             return _from_rfc_code(header_code, "", response, ctx)
         return _not_json(response, ctx)
-    code = sanitize_code(body.get("error"))
+    code = _safe_code(sanitize_code(body.get("error")), ctx)
     description = error_description(body)
     if code is None:
-        header_code = _www_authenticate_error(response)
+        header_code = _safe_code(_www_authenticate_error(response), ctx)
         if header_code is not None:
             return _from_rfc_code(header_code, description, response, ctx)
         return classify_by_status(response, ctx, _describe(None, description, ctx))
@@ -333,11 +339,11 @@ def workly_code(body: Mapping[str, Any]) -> int | None:
     value = body.get("code")
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 9:
+        value = int(value)
+    if isinstance(value, int) and abs(value) < 10**9:
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal() and len(value.strip()) <= 9:
         return int(value.strip())
     return None
 
@@ -346,7 +352,7 @@ def classify_workly(response: HttpResponse, ctx: CallContext) -> ProviderError:
     """Workly's ``{"message", "code"}`` errors, then RFC 6749 bodies, then the status."""
     body = response.json_object()
     code = workly_code(body) if body is not None else None
-    code_text = str(code) if code is not None else None
+    code_text = _safe_code(str(code), ctx) if code is not None else None
     detail = _describe(code_text, error_description(body) if body is not None else "", ctx)
     by_status = _workly_status_rule(response.status, code)
     if by_status is not None:

@@ -132,10 +132,9 @@ class OAuth2Provider(Provider):
             return UserInfo()
         headers = {"Authorization": f"Bearer {token.access_token}"}
         response = self._send("GET", self.entry.userinfo_url, Operation.USERINFO, headers=headers)
-        body = response.json_object()
-        if 200 <= response.status < 300 and body is not None and not self.is_error_body(body):
-            return user_info_from_body(body)
-        raise self.classify(response, self._context(Operation.USERINFO, {"access_token": token.access_token}))
+        return self.user_info_from_response(
+            response, self._context(Operation.USERINFO, {"access_token": token.access_token})
+        )
 
     def request_password_reset(self, email: str) -> str:
         if not self.entry.password_reset_url:
@@ -146,6 +145,29 @@ class OAuth2Provider(Provider):
             message = sanitize(body.get("message"), limit=500)
             return message or "If the address is registered, a password reset e-mail is on its way."
         raise self.classify(response, self._context(Operation.PASSWORD_RESET, {}))
+
+    # --- answers -> results (pure: no I/O, so every shape is unit-testable) -----------------------------
+
+    def token_from_response(
+        self, response: HttpResponse, ctx: CallContext, requested_scopes: Sequence[str] = ()
+    ) -> TokenSet:
+        """The token in an answer, or the classified error: any body without an access token is a failure."""
+        body = response.json_object()
+        if 200 <= response.status < 300 and body is not None and access_token_of(body) is not None:
+            return token_set_from_body(
+                body,
+                now=ctx.now,
+                fallback_ttl=self.entry.access_token_ttl,
+                requested_scopes=requested_scopes,
+                extra=self.token_extras(body),
+            )
+        raise self.classify(response, ctx)
+
+    def user_info_from_response(self, response: HttpResponse, ctx: CallContext) -> UserInfo:
+        body = response.json_object()
+        if 200 <= response.status < 300 and body is not None and not self.is_error_body(body):
+            return user_info_from_body(body)
+        raise self.classify(response, ctx)
 
     # --- hooks for provider quirks ----------------------------------------------------------------------
 
@@ -188,17 +210,8 @@ class OAuth2Provider(Provider):
         self._require_client_secret(operation)
         full_form = {**form, **self.client_auth_form()}
         response = self._send("POST", url, operation, form=full_form, headers=self.client_auth_headers())
-        now = self.clock.now()  # expiry counts from when the answer arrived
-        body = response.json_object()
-        if 200 <= response.status < 300 and body is not None and access_token_of(body) is not None:
-            return token_set_from_body(
-                body,
-                now=now,
-                fallback_ttl=self.entry.access_token_ttl,
-                requested_scopes=requested_scopes,
-                extra=self.token_extras(body),
-            )
-        raise self.classify(response, self._context(operation, full_form, now=now))
+        # Expiry counts from when the answer arrived.
+        return self.token_from_response(response, self._context(operation, full_form), requested_scopes)
 
     def _send(
         self,
@@ -254,7 +267,7 @@ def user_info_from_body(body: Mapping[str, Any]) -> UserInfo:
             value = body.get(key)
             if isinstance(value, bool):
                 continue
-            if isinstance(value, str | int) and str(value).strip():
+            if (isinstance(value, int) and abs(value) < 10**30) or (isinstance(value, str) and value.strip()):
                 return clean_text(str(value), limit=200) or None
         return None
 

@@ -64,12 +64,10 @@ def expires_in_seconds(value: object, fallback: int) -> int:
     seconds: float
     if isinstance(value, bool):
         return fallback
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
+    if isinstance(value, int | float | str):
         try:
-            seconds = float(value.strip())
-        except ValueError:
+            seconds = float(value.strip() if isinstance(value, str) else value)
+        except (ValueError, OverflowError):
             return fallback
     else:
         return fallback

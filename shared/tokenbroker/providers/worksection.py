@@ -39,6 +39,9 @@ class WorksectionProvider(OAuth2Provider):
             "access_token": token.access_token,
         }
         response = self._send("POST", self.entry.userinfo_url, Operation.USERINFO, form=form)
+        return self.user_info_from_response(response, self._context(Operation.USERINFO, form))
+
+    def user_info_from_response(self, response: HttpResponse, ctx: CallContext) -> UserInfo:
         body = response.json_object()
         if 200 <= response.status < 300 and body is not None and not self.is_error_body(body):
             profile = _profile(body)
@@ -46,7 +49,7 @@ class WorksectionProvider(OAuth2Provider):
                 info = user_info_from_body(profile)
                 extra = account_url_extra(profile, self.entry.account_url_domains, provider=self.name)
                 return UserInfo(id=info.id, name=info.name, email=info.email, extra=extra)
-        raise self.classify(response, self._context(Operation.USERINFO, form))
+        raise self.classify(response, ctx)
 
     def is_error_body(self, body: Mapping[str, Any]) -> bool:
         return super().is_error_body(body) or body.get("status") == "error"
