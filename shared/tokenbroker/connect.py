@@ -319,6 +319,10 @@ class ConnectService:
             message = self._providers(entry.name).request_password_reset(email)
         except InvalidInput as error:
             return self._form(entry, session, email=email, error=error.message, status=400)
+        except InvalidUserCredentials:
+            return self._form(
+                entry, session, email=email, error=f"{entry.label} did not accept this e-mail address.", status=400
+            )
         except ProviderError as error:
             logger.warning("password reset refused", extra={"provider": entry.name, "error": str(error)})
             return self._form(

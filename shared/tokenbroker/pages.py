@@ -239,6 +239,17 @@ def _error_text(error: TokenBrokerError) -> ErrorText:
     return _INTERNAL
 
 
+def not_found_page() -> HtmlResponse:
+    content = render(
+        "error.html",
+        heading="Page not found",
+        explanation="There is nothing at this address.",
+        advice=START_AGAIN,
+        details=Safe(""),
+    )
+    return page(404, "Page not found", content)
+
+
 def error_page(error: TokenBrokerError) -> HtmlResponse:
     text = _error_text(error)
     details = ""

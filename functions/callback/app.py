@@ -1,0 +1,250 @@
+"""Public routes an end user's browser visits while connecting an account.
+
+GET /connect/{session}    start: redirect to the provider, or show the password form
+POST /connect/{session}   the password form (action=login) or "forgot password?" (action=reset)
+GET /callback/{provider}  the provider's redirect back with ?code&state (or ?error)
+
+Thin: parse the API Gateway v2 event, call one ``ConnectService`` method, render HTML. Every
+answer is a page or a redirect with strict security headers; every failure is a plain page.
+The event is never logged (its body holds the password, its query the authorization code).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import parse_qsl
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from tokenbroker import pages
+from tokenbroker.aws import AwsClients
+from tokenbroker.clock import SystemClock
+from tokenbroker.connect import Connected, ConnectService, ForbiddenRequest, LoginForm, LoginSubmission, Redirect
+from tokenbroker.errors import InvalidInput, TokenBrokerError
+from tokenbroker.events import EventBridgeSink, EventSink, MemorySink
+from tokenbroker.observability import logger
+from tokenbroker.providers import Catalog, Provider, build_provider
+from tokenbroker.redaction import remember_secret
+from tokenbroker.return_urls import origin_of
+from tokenbroker.settings import Settings
+from tokenbroker.stores import AppCredentialsStore, ConnectionStore, OneTimeStore, TokenStore
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.typing import LambdaContext
+    from mypy_boto3_events import EventBridgeClient
+
+MAX_FORM_BYTES = 16_384
+MAX_FORM_FIELDS = 16
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+app = APIGatewayHttpResolver()
+
+# --- collaborators: built on first use (cheap cold start), replaceable by tests ----------------
+
+_service: ConnectService | None = None
+_lock = threading.Lock()
+
+
+def set_service(service: ConnectService | None) -> None:
+    """Inject a ready service (tests, the local stack); None rebuilds from the environment."""
+    global _service  # noqa: PLW0603 - the one module-level hook handlers expose
+    _service = service
+
+
+def get_service() -> ConnectService:
+    global _service  # noqa: PLW0603
+    with _lock:
+        if _service is None:
+            _service = build_service(Settings.from_env())
+        return _service
+
+
+def build_service(settings: Settings) -> ConnectService:
+    clock = SystemClock()
+    aws = AwsClients()
+    table = aws.table(settings.table_name)
+    catalog = Catalog.load(settings.providers_file)
+    credentials = AppCredentialsStore(aws.secretsmanager, stage=settings.stage, catalog=catalog)
+
+    def providers(name: str) -> Provider:
+        return build_provider(catalog.get(name), credentials.get(name), clock=clock)
+
+    events: EventSink = MemorySink()
+    if settings.event_bus_name:
+        events = EventBridgeSink(cast("EventBridgeClient", aws.client("events")), settings.event_bus_name)
+    return ConnectService(
+        catalog=catalog,
+        onetime=OneTimeStore(table, clock=clock),
+        tokens=TokenStore(aws.secretsmanager, stage=settings.stage, kms_key_id=settings.kms_key_id),
+        connections=ConnectionStore(table, clock=clock),
+        providers=providers,
+        events=events,
+        clock=clock,
+        allowed_return_urls=settings.allowed_return_urls,
+        public_base_url=settings.public_base_url,
+        session_seconds=settings.connect_session_seconds,
+    )
+
+
+# --- request helpers -----------------------------------------------------------------------------
+
+
+def request_base_url() -> str | None:
+    """Where this request came in: used only when PUBLIC_BASE_URL is not configured."""
+    context = app.current_event.request_context
+    domain = context.domain_name
+    if not domain:
+        return None
+    proto = (app.current_event.headers.get("x-forwarded-proto") or "https").lower()
+    scheme = proto if proto in ("http", "https") else "https"
+    stage = context.stage
+    prefix = "" if not stage or stage == "$default" else f"/{stage}"
+    return f"{scheme}://{domain}{prefix}"
+
+
+def query_parameters() -> dict[str, str]:
+    """The query string, strictly: a repeated parameter is refused rather than guessed at."""
+    raw = app.current_event.raw_query_string or ""
+    pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    values: dict[str, str] = {}
+    for name, value in pairs:
+        if name in values:
+            raise InvalidInput(f"the parameter {name[:32]} was given twice", field=name[:32])
+        values[name] = value
+    return values
+
+
+def form_fields() -> dict[str, str]:
+    headers = app.current_event.headers
+    content_type = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if content_type != FORM_CONTENT_TYPE:
+        raise InvalidInput("the form must be sent as application/x-www-form-urlencoded")
+    body = app.current_event.decoded_body or ""
+    if len(body) > MAX_FORM_BYTES:
+        raise InvalidInput("the form is too large")
+    try:
+        pairs = parse_qsl(body, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise InvalidInput("the form has too many fields") from None
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        fields.setdefault(name, value)
+    # Masked in every log line from here on, whatever happens next.
+    remember_secret(fields.get("password"))
+    return fields
+
+
+def check_same_origin(service: ConnectService) -> None:
+    """Refuse form posts from other sites (defence in depth; the session id is the real secret).
+
+    With Referrer-Policy no-referrer browsers send ``Origin: null`` even for our own form, so
+    "null" and a missing header pass; a foreign origin or ``Sec-Fetch-Site: cross-site`` do not.
+    """
+    headers = app.current_event.headers
+    if (headers.get("sec-fetch-site") or "").lower() == "cross-site":
+        raise ForbiddenRequest("cross-site form post")
+    origin = headers.get("origin")
+    if not origin or origin == "null":
+        return
+    allowed = {origin_of(service.base_url(request_base_url()))}
+    here = request_base_url()
+    if here:
+        allowed.add(origin_of(here))
+    if origin not in allowed:
+        raise ForbiddenRequest("form post from another origin")
+
+
+def respond(page: pages.HtmlResponse) -> Response[str]:
+    headers = dict(page.headers)
+    content_type = headers.pop("Content-Type", None)
+    return Response(status_code=page.status, content_type=content_type, body=page.body, headers=headers)
+
+
+def render_form(form: LoginForm) -> Response[str]:
+    return respond(
+        pages.login_page(
+            provider=form.provider_label,
+            email=form.email,
+            remember=form.remember,
+            error=form.error,
+            notice=form.notice,
+            status=form.status,
+            form_targets=form.form_targets,
+        )
+    )
+
+
+def render_connected(done: Connected) -> Response[str]:
+    if done.redirect_to:
+        return respond(pages.redirect(done.redirect_to))
+    return respond(
+        pages.success_page(provider=done.provider_label, account=done.account, reauthorized=done.reauthorized)
+    )
+
+
+# --- routes --------------------------------------------------------------------------------------
+
+
+@app.get("/connect/<session>")
+def show_connect(session: str) -> Response[str]:
+    result = get_service().begin(session, request_base_url=request_base_url())
+    if isinstance(result, Redirect):
+        return respond(pages.redirect(result.location))
+    return render_form(result)
+
+
+@app.post("/connect/<session>")
+def submit_connect(session: str) -> Response[str]:
+    service = get_service()
+    check_same_origin(service)
+    fields = form_fields()
+    action = fields.get("action") or "login"
+    if action == "reset":
+        return render_form(service.password_reset(session, fields.get("email", "")))
+    if action != "login":
+        raise InvalidInput("unknown form action", field="action")
+    submission = LoginSubmission(
+        email=fields.get("email", ""),
+        password=fields.get("password", ""),
+        remember=fields.get("remember", "").lower() in ("yes", "on", "true", "1"),
+    )
+    result = service.submit_login(session, submission)
+    if isinstance(result, LoginForm):
+        return render_form(result)
+    return render_connected(result)
+
+
+@app.get("/callback/<provider>")
+def callback(provider: str) -> Response[str]:
+    query = query_parameters()
+    remember_secret(query.get("code"))
+    return render_connected(get_service().complete_callback(provider, query))
+
+
+# --- failures: always a plain page, never a stack trace or an echoed secret ----------------------
+
+
+@app.not_found
+def not_found(_: NotFoundError) -> Response[str]:
+    return respond(pages.not_found_page())
+
+
+def domain_error(error: TokenBrokerError) -> Response[str]:
+    log = logger.warning if error.http_status >= 500 else logger.info
+    log("connect request failed", extra={"error_code": error.code, "status": error.http_status, "error": str(error)})
+    return respond(pages.error_page(error))
+
+
+def unexpected_error(error: Exception) -> Response[str]:
+    logger.exception("connect request crashed", extra={"error_type": type(error).__name__})
+    return respond(pages.error_page(TokenBrokerError("internal error")))
+
+
+# Registered without the decorator, which Powertools leaves untyped. Lookup walks the MRO.
+app.exception_handler_manager.update_exception_handlers({TokenBrokerError: domain_error, Exception: unexpected_error})
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)
