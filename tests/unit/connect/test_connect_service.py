@@ -1,0 +1,406 @@
+"""ConnectService without AWS or HTTP: in-memory stores and a scripted provider."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import pytest
+from tokenbroker.clock import ManualClock
+from tokenbroker.connect import (
+    ConnectLink,
+    ConnectService,
+    InvalidState,
+    LoginForm,
+    LoginSubmission,
+    Redirect,
+    SessionNotFound,
+)
+from tokenbroker.errors import (
+    InvalidInput,
+    InvalidUserCredentials,
+    TransientProviderError,
+    UnknownProvider,
+    UnsupportedOperation,
+)
+from tokenbroker.events import EventType, MemorySink
+from tokenbroker.keys import ConnectionKey
+from tokenbroker.models import Connection, ConnectionStatus, StoredToken
+from tokenbroker.providers import Catalog, Provider
+from tokenbroker.redaction import SECRETS
+from tokenbroker.settings import ConfigurationError
+from tokenbroker.stores.onetime import ConnectSession, OAuthState, new_nonce
+from tokenbroker.stores.tokens import GenerationConflict
+from tokenbroker.tokens import TokenSet, UserInfo
+
+BASE = "https://connect.example.test"
+
+
+class MemoryOneTime:
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+        self.sessions: dict[str, ConnectSession] = {}
+        self.states: dict[str, OAuthState] = {}
+        self.lock = threading.Lock()
+
+    def create_session(
+        self,
+        key: ConnectionKey,
+        *,
+        return_to: str | None = None,
+        scopes: Sequence[str] = (),
+        metadata: Mapping[str, str] | None = None,
+        ttl_seconds: float = 900,
+    ) -> ConnectSession:
+        now = self.clock.now()
+        session = ConnectSession(
+            new_nonce(),
+            key.provider,
+            key.connection_id,
+            return_to,
+            tuple(scopes),
+            dict(metadata or {}),
+            now,
+            now + ttl_seconds,
+        )
+        self.sessions[session.session_id] = session
+        return session
+
+    def get_session(self, session_id: str) -> ConnectSession | None:
+        session = self.sessions.get(session_id)
+        return session if session and session.expires_at > self.clock.now() else None
+
+    def consume_session(self, session_id: str) -> ConnectSession | None:
+        with self.lock:
+            session = self.get_session(session_id)
+            self.sessions.pop(session_id, None)
+            return session
+
+    def create_state(self, key: ConnectionKey, *, ttl_seconds: float = 600, **fields: Any) -> OAuthState:
+        fields.setdefault("scopes", ())
+        fields.setdefault("metadata", {})
+        state = OAuthState(
+            state=new_nonce(),
+            provider=key.provider,
+            connection_id=key.connection_id,
+            expires_at=self.clock.now() + ttl_seconds,
+            **fields,
+        )
+        self.states[state.state] = state
+        return state
+
+    def consume_state(self, state: str) -> OAuthState | None:
+        with self.lock:
+            found = self.states.pop(state, None)
+        return found if found and found.expires_at > self.clock.now() else None
+
+
+@dataclass
+class MemoryConnections:
+    clock: ManualClock
+    items: dict[ConnectionKey, Connection] = field(default_factory=dict)
+
+    def get(self, key: ConnectionKey) -> Connection | None:
+        return self.items.get(key)
+
+    def save_connected(self, key: ConnectionKey, **values: Any) -> Connection:
+        now = self.clock.now()
+        previous = self.items.get(key)
+        values["scopes"] = tuple(values.get("scopes", ()))
+        values["metadata"] = dict(values.get("metadata") or {})
+        connection = Connection(
+            key=key,
+            status=ConnectionStatus.ACTIVE,
+            generation=(previous.generation if previous else 0) + 1,
+            lease=None,
+            attempt=None,
+            failures=0,
+            last_error=None,
+            created_at=previous.created_at if previous else now,
+            updated_at=now,
+            **values,
+        )
+        self.items[key] = connection
+        return connection
+
+
+@dataclass
+class MemoryTokens:
+    written: dict[ConnectionKey, StoredToken] = field(default_factory=dict)
+    conflicts: int = 0  # how many writes to refuse with GenerationConflict first
+
+    def put(self, key: ConnectionKey, stored: StoredToken, *, restore_deleted: bool = False) -> str:
+        if self.conflicts:
+            self.conflicts -= 1
+            raise GenerationConflict("someone else wrote it")
+        self.written[key] = stored
+        return "v1"
+
+
+class ScriptedProvider(Provider):
+    def __init__(self, name: str, clock: ManualClock) -> None:
+        self.name = name
+        self.clock = clock
+        self.calls: list[str] = []
+        self.password = "right-password-1"
+        self.fail_with: Exception | None = None
+
+    def _token(self) -> TokenSet:
+        now = int(self.clock.now())
+        return TokenSet(
+            access_token=new_nonce(),
+            token_type="bearer",
+            expires_at=now + 3600,
+            obtained_at=now,
+            refresh_token=new_nonce(),
+            scopes=("read",),
+            extra={"account_url": "https://a.example.com"},
+        )
+
+    def authorization_url(
+        self, *, state: str, redirect_uri: str, scopes: Sequence[str] | None = None, code_challenge: str | None = None
+    ) -> str:
+        return f"https://idp.example/authorize?state={state}&redirect_uri={redirect_uri}"
+
+    def exchange_code(self, *, code: str, redirect_uri: str, code_verifier: str | None = None) -> TokenSet:
+        self.calls.append("exchange")
+        if self.fail_with:
+            raise self.fail_with
+        return self._token()
+
+    def password_grant(self, *, username: str, password: str, scopes: Sequence[str] | None = None) -> TokenSet:
+        self.calls.append("password")
+        if self.fail_with:
+            raise self.fail_with
+        if password != self.password:
+            raise InvalidUserCredentials("wrong", provider=self.name, provider_code="7002")
+        return self._token()
+
+    def refresh(self, token: TokenSet) -> TokenSet:
+        raise AssertionError("the connect flow never refreshes")
+
+    def user_info(self, token: TokenSet) -> UserInfo:
+        self.calls.append("user_info")
+        if self.name == "worksection":
+            raise TransientProviderError("user info down", provider=self.name)
+        return UserInfo(id="7", name="Ann", email="ann@example.com")
+
+    def request_password_reset(self, email: str) -> str:
+        self.calls.append("reset")
+        return "  "
+
+
+@dataclass
+class World:
+    service: ConnectService
+    clock: ManualClock
+    onetime: MemoryOneTime
+    connections: MemoryConnections
+    tokens: MemoryTokens
+    events: MemorySink
+    providers: dict[str, ScriptedProvider]
+
+
+@pytest.fixture
+def world(tmp_path: Any) -> World:
+    clock = ManualClock()
+    extra = tmp_path / "p.yaml"
+    extra.write_text("providers:\n  machine: {auth_mode: client_credentials, token_url: 'https://m.example/token'}\n")
+    catalog = Catalog.load(extra, environ={})
+    providers = {name: ScriptedProvider(name, clock) for name in ("workly", "worksection")}
+    onetime, connections, tokens, events = MemoryOneTime(clock), MemoryConnections(clock), MemoryTokens(), MemorySink()
+    service = ConnectService(
+        catalog=catalog,
+        onetime=onetime,  # type: ignore[arg-type]
+        tokens=tokens,  # type: ignore[arg-type]
+        connections=connections,  # type: ignore[arg-type]
+        providers=providers.__getitem__,
+        events=events,
+        clock=clock,
+        allowed_return_urls=("https://app.example.com/done",),
+        public_base_url=BASE + "/",
+    )
+    return World(service, clock, onetime, connections, tokens, events, providers)
+
+
+def session_id(link: ConnectLink) -> str:
+    return link.connect_url.rsplit("/", 1)[1]
+
+
+# --- create_session ------------------------------------------------------------------------------
+
+
+def test_create_session_returns_a_link_on_the_public_base_url(world: World) -> None:
+    link = world.service.create_session(
+        "workly",
+        "acct-1",
+        return_to="https://app.example.com/done?x=1",
+        scopes=["a", "b", "a"],
+        metadata={"tenant": "t1"},
+    )
+    assert link.connect_url.startswith(BASE + "/connect/")
+    assert len(session_id(link)) == 43  # 256 bits
+    assert link.expires_at == int(world.clock.now() + 900)
+    assert session_id(link) not in repr(link)
+    session = world.onetime.sessions[session_id(link)]
+    assert (session.return_to, session.scopes, session.metadata) == (
+        "https://app.example.com/done?x=1",
+        ("a", "b"),
+        {"tenant": "t1"},
+    )
+    assert link.to_dict() == {"connect_url": link.connect_url, "expires_at": link.expires_at}
+
+
+@pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (("nope", "a"), UnknownProvider),
+        (("Workly", "a"), InvalidInput),
+        (("workly", "a/b"), InvalidInput),
+        (("workly", ""), InvalidInput),
+        (("workly", "x" * 129), InvalidInput),
+        (("machine", "a"), UnsupportedOperation),
+    ],
+)
+def test_create_session_validates_provider_and_connection_id(world: World, args: tuple[str, str], error: type) -> None:
+    with pytest.raises(error):
+        world.service.create_session(*args)
+    assert world.onetime.sessions == {}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"return_to": "https://evil.example/done"},
+        {"return_to": "https://app.example.com@evil.example/done"},
+        {"scopes": "read write"},
+        {"scopes": ["has space"]},
+        {"scopes": ["x"] * 51},
+        {"metadata": {"bad key": "v"}},
+        {"metadata": {"k": 1}},
+        {"metadata": {"k": "v" * 257}},
+        {"metadata": {f"k{i}": "v" for i in range(21)}},
+    ],
+)
+def test_create_session_rejects_bad_options_with_400(world: World, options: dict[str, Any]) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        world.service.create_session("workly", "a", **options)
+    assert raised.value.http_status == 400
+    assert world.onetime.sessions == {}
+
+
+def test_base_url_comes_from_settings_then_the_request(world: World) -> None:
+    assert world.service.base_url("https://other.example") == BASE
+    world.service._public_base_url = None
+    assert world.service.base_url("https://abc.execute-api.us-east-1.amazonaws.com") == (
+        "https://abc.execute-api.us-east-1.amazonaws.com"
+    )
+    with pytest.raises(ConfigurationError):
+        world.service.base_url(None)
+    with pytest.raises(InvalidInput):
+        world.service.base_url("https://evil.example@x")
+
+
+# --- password flow -------------------------------------------------------------------------------
+
+
+def test_showing_the_form_does_not_consume_the_session(world: World) -> None:
+    sid = session_id(world.service.create_session("workly", "a", return_to="https://app.example.com/done"))
+    form = world.service.begin(sid)
+    assert isinstance(form, LoginForm)
+    assert form.form_targets == ("https://app.example.com",)
+    assert isinstance(world.service.begin(sid), LoginForm)
+    assert sid in world.onetime.sessions
+
+
+def test_login_submission_hides_and_remembers_the_password() -> None:
+    submission = LoginSubmission("ann@example.com", "hunter2-hunter2")
+    assert "hunter2" not in repr(submission)
+    assert "hunter2-hunter2" not in SECRETS.scrub("pw=hunter2-hunter2")
+
+
+def test_two_racing_logins_save_once(world: World) -> None:
+    sid = session_id(world.service.create_session("workly", "a"))
+    results: list[object] = []
+    barrier = threading.Barrier(2)
+
+    def submit() -> None:
+        barrier.wait()
+        try:
+            results.append(world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1")))
+        except SessionNotFound as error:
+            results.append(error)
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert sorted(type(r).__name__ for r in results) == ["Connected", "SessionNotFound"]
+    assert len(world.events.events) == 1
+    assert world.connections.items[ConnectionKey("workly", "a")].generation == 1
+
+
+def test_a_generation_conflict_moves_past_the_other_writer(world: World) -> None:
+    world.tokens.conflicts = 1
+    sid = session_id(world.service.create_session("workly", "a"))
+    done = world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1"))
+    assert not isinstance(done, LoginForm)
+    assert done.generation == 2
+    assert world.tokens.written[ConnectionKey("workly", "a")].generation == 2
+    (event,) = world.events.events
+    assert (event.type, event.generation) == (EventType.CONNECTION_CREATED, 2)
+
+
+def test_an_empty_reset_message_gets_a_default(world: World) -> None:
+    sid = session_id(world.service.create_session("workly", "a"))
+    form = world.service.password_reset(sid, "ann@example.com")
+    assert form.notice and "password reset link" in form.notice
+    assert form.status == 200
+
+
+def test_reset_on_an_oauth_session_is_refused(world: World) -> None:
+    sid = session_id(world.service.create_session("worksection", "a"))
+    with pytest.raises(UnsupportedOperation):
+        world.service.password_reset(sid, "ann@example.com")
+
+
+# --- authorization-code flow ---------------------------------------------------------------------
+
+
+def test_callback_survives_a_failed_user_info(world: World) -> None:
+    begin = world.service.begin(session_id(world.service.create_session("worksection", "a")))
+    assert isinstance(begin, Redirect)
+    state = begin.location.split("state=")[1].split("&")[0]
+    done = world.service.complete_callback("worksection", {"state": state, "code": "code-123456789"})
+    assert done.generation == 1
+    assert done.account is None
+    stored = world.tokens.written[ConnectionKey("worksection", "a")]
+    assert stored.metadata == {"account_url": "https://a.example.com"}
+    assert world.providers["worksection"].calls == ["exchange", "user_info"]
+
+
+def test_callback_with_a_state_but_no_code_is_400_and_burns_the_state(world: World) -> None:
+    begin = world.service.begin(session_id(world.service.create_session("worksection", "a")))
+    assert isinstance(begin, Redirect)
+    state = begin.location.split("state=")[1].split("&")[0]
+    with pytest.raises(InvalidInput):
+        world.service.complete_callback("worksection", {"state": state})
+    with pytest.raises(InvalidState):
+        world.service.complete_callback("worksection", {"state": state, "code": "code-123456789"})
+    assert world.providers["worksection"].calls == []
+
+
+def test_the_stored_token_carries_metadata_from_the_backend_and_the_provider(world: World) -> None:
+    sid = session_id(world.service.create_session("workly", "a", metadata={"user_email": "spoof", "team": "x"}))
+    world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1", remember=True))
+    stored = world.tokens.written[ConnectionKey("workly", "a")]
+    assert stored.metadata["team"] == "x"
+    assert stored.metadata["user_email"] == "ann@example.com"  # the provider's word wins
+    assert stored.login is not None and stored.login.username == "ann@example.com"
+    connection = world.connections.items[ConnectionKey("workly", "a")]
+    assert connection.metadata == stored.metadata
+    assert connection.next_refresh_at is not None
+    assert replace(stored, login=None).login is None
