@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class TokenState(enum.StrEnum):
@@ -26,8 +26,9 @@ class TokenRecord:
 
 @dataclass(slots=True)
 class TokenLedger:
-    access: dict[str, TokenRecord]
-    refresh: dict[str, TokenRecord]
+    # repr=False: the keys are tokens (fake ones, but a repr must never show a token).
+    access: dict[str, TokenRecord] = field(repr=False)
+    refresh: dict[str, TokenRecord] = field(repr=False)
 
     @classmethod
     def empty(cls) -> TokenLedger:

@@ -4,7 +4,19 @@ A sandbox is a WSGI app served by werkzeug's threaded server on 127.0.0.1 in a b
 thread. Every provider request goes through the same path: count it, read the body, apply
 latency, then an armed fault either instead of the handler or on top of its answer. The
 ``/_sandbox/...`` control API (never counted, never faulted) lets another process (the local
-stack, a browser test) drive the same knobs as Python code.
+stack, a browser test) drive the same knobs as Python code:
+
+    GET  /_sandbox/calls                  {"calls": {endpoint: n}, "outcomes": {grant: n}, "refreshes": n}
+    GET  /_sandbox/faults                 armed faults and latencies
+    POST /_sandbox/faults                 a Fault as JSON (or a list), or {"latency": s, "endpoint": name?}
+    DELETE /_sandbox/faults               disarm everything
+    POST /_sandbox/reset                  faults, latency, counters; {"state": true} also tokens and codes
+    POST /_sandbox/users                  {"email", "password", ...add_user details}
+    GET|POST /_sandbox/knobs              read / set knobs, e.g. {"league_version": 9}
+    POST /_sandbox/clients                {"client_id", "client_secret"}
+    POST /_sandbox/expire-access-tokens   {"email"?} -> {"expired": n}
+    POST /_sandbox/revoke-refresh-tokens  {"email"?} -> {"revoked": n}
+    GET  /_sandbox/password-resets        (Workly) the recorded reset requests
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ import html
 import json
 import socket
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -191,7 +204,7 @@ class SandboxServer(ABC):
         server = make_server(LOOPBACK, self._requested_port, self, threaded=True, request_handler=_QuietHandler)
         thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.5},
             name=f"{self.provider}-sandbox",
             daemon=True,
         )
@@ -204,7 +217,7 @@ class SandboxServer(ABC):
         if server is None:
             return
         self._stopping.set()  # wakes requests that hang or sleep in latency
-        server.shutdown()
+        _shutdown_now(server)
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)
@@ -464,6 +477,18 @@ class SandboxServer(ABC):
                 "latency": [{"endpoint": e, "seconds": s} for e, s in self.faults.latencies().items()],
             }
         )
+
+
+def _shutdown_now(server: BaseWSGIServer) -> None:
+    """``server.shutdown()`` waits for the accept loop's next poll; a loopback connection wakes it
+    at once, so stopping takes milliseconds without a busy poll interval."""
+    stopper = threading.Thread(target=server.shutdown, daemon=True)
+    stopper.start()
+    deadline = time.monotonic() + 5
+    while stopper.is_alive() and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            socket.create_connection((LOOPBACK, server.server_port), timeout=0.5).close()
+        stopper.join(0.01)
 
 
 def _ok(status: int = 200) -> Response:
