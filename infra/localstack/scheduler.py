@@ -35,6 +35,7 @@ class Scheduler:
         self._thread = threading.Thread(target=self._run, name=f"schedule-{function.logical_id}", daemon=True)
         self.runs = 0
         self.failures = 0
+        self._last_failure: str | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -63,10 +64,17 @@ class Scheduler:
         context = LambdaContext.for_function(self._function, region=self._region, account_id=self._account_id)
         try:
             self._handler(self.event(), context)
-        except Exception:
+            self._last_failure = None
+        except Exception as error:
             self.failures += 1
-            print(f"[schedule] {self._function.logical_id} raised:", file=sys.stderr)
-            traceback.print_exc(file=sys.stderr)
+            summary = f"{type(error).__name__}: {error}"
+            if summary == self._last_failure:
+                # The same failure every few seconds: one line, not another traceback.
+                print(f"[schedule] {self._function.logical_id} failed again: {summary}", file=sys.stderr)
+            else:
+                print(f"[schedule] {self._function.logical_id} raised:", file=sys.stderr)
+                traceback.print_exc(file=sys.stderr)
+            self._last_failure = summary
         finally:
             self.runs += 1
 

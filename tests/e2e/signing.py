@@ -31,10 +31,10 @@ def signed_headers(
     else:
         # add_auth always signs "now"; these are its steps with a chosen timestamp.
         request.context["timestamp"] = time.strftime(SIGV4_TIMESTAMP, time.gmtime(at))
-        signer._modify_request_before_signing(request)
+        signer._modify_request_before_signing(request)  # type: ignore[attr-defined]
         canonical = signer.canonical_request(request)
         signature = signer.signature(signer.string_to_sign(request, canonical), request)
-        signer._inject_signature_to_request(request, signature)
+        signer._inject_signature_to_request(request, signature)  # type: ignore[attr-defined]
     return dict(request.headers.items())
 
 
