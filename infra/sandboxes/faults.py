@@ -22,7 +22,7 @@ class FaultKind(enum.StrEnum):
     ERROR_200 = "error_200"  # HTTP 200 carrying the provider's server-error body
     MALFORMED_JSON = "malformed_json"  # 200, application/json, truncated JSON
     OMIT_FIELDS = "omit_fields"  # a successful answer without ``fields`` (always applied after)
-    HANG = "hang"  # read the request, then stall ``seconds`` (longer than the client waits)
+    HANG = "hang"  # read the request, stall ``seconds``, then a 504 page (before) or the real answer (after)
     DROP = "drop"  # close the connection without an answer
 
 
