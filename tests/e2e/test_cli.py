@@ -35,7 +35,9 @@ Resources:
       Handler: app.lambda_handler
       Events:
         Session: {Type: HttpApi, Properties: {ApiId: !Ref HttpApi, Path: /connect-sessions, Method: POST}}
-        Token: {Type: HttpApi, Properties: {ApiId: !Ref HttpApi, Path: "/tokens/{provider}/{connection_id}", Method: GET}}
+        Token:
+          Type: HttpApi
+          Properties: {ApiId: !Ref HttpApi, Path: "/tokens/{provider}/{connection_id}", Method: GET}
         Refresh:
           Type: HttpApi
           Properties: {ApiId: !Ref HttpApi, Path: "/tokens/{provider}/{connection_id}/refresh", Method: POST}
@@ -77,7 +79,8 @@ def lambda_handler(event, context):
                             "token_type": "bearer", "expires_at": 2000000000, "expires_in": 3600,
                             "scopes": [], "generation": 4, "metadata": {}})
     if route == "GET /connections":
-        return answer(200, {"connections": [connection(query["provider"], "one"), connection(query["provider"], "two")]})
+        items = [connection(query["provider"], "one"), connection(query["provider"], "two")]
+        return answer(200, {"connections": items})
     if route.startswith("GET /connections/"):
         return answer(200, connection(params["provider"], params["connection_id"]))
     if route.startswith("DELETE /connections/"):
