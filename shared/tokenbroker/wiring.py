@@ -1,0 +1,172 @@
+"""The composition root: every collaborator of the handlers, built lazily from ``Settings``.
+
+Handlers call ``Runtime.from_env()`` on their first request (not at import, so a cold start
+only pays for what it uses) and tests build a ``Runtime`` around their own clock and sink.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from tokenbroker.aws import AwsClients
+from tokenbroker.clock import Clock, SystemClock
+from tokenbroker.events import EventBridgeSink, EventSink, MemorySink
+from tokenbroker.providers.catalog import Catalog
+from tokenbroker.providers.registry import ProviderRegistry
+from tokenbroker.settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_sqs import SQSClient
+
+    from tokenbroker.connect import ConnectService
+    from tokenbroker.refresh import RefreshEngine
+    from tokenbroker.stores.app_credentials import AppCredentialsStore
+    from tokenbroker.stores.connections import ConnectionStore
+    from tokenbroker.stores.onetime import OneTimeStore
+    from tokenbroker.stores.tokens import TokenStore
+    from tokenbroker.vending import VendingService
+
+T = TypeVar("T")
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        aws: AwsClients | None = None,
+        clock: Clock | None = None,
+        events: EventSink | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
+        self.settings = settings
+        self.aws = aws or AwsClients()
+        self.clock: Clock = clock or SystemClock()
+        self._events = events
+        self._catalog = catalog
+        self._built: dict[str, object] = {}
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        return cls(Settings.from_env())
+
+    def _once(self, name: str, build: Callable[[], T]) -> T:
+        # The local stack serves requests on threads: build each collaborator exactly once.
+        with self._lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return cast(T, self._built[name])
+
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog or self._once("catalog", lambda: Catalog.load(self.settings.providers_file))
+
+    @property
+    def events(self) -> EventSink:
+        if self._events is not None:
+            return self._events
+        bus = self.settings.event_bus_name
+        if not bus:
+            return self._once("events", MemorySink)
+        return self._once("events", lambda: EventBridgeSink(cast("EventBridgeClient", self.aws.client("events")), bus))
+
+    @property
+    def sqs(self) -> SQSClient:
+        return cast("SQSClient", self.aws.client("sqs"))
+
+    @property
+    def tokens(self) -> TokenStore:
+        from tokenbroker.stores.tokens import TokenStore  # noqa: PLC0415
+
+        return self._once(
+            "tokens",
+            lambda: TokenStore(self.aws.secretsmanager, stage=self.settings.stage, kms_key_id=self.settings.kms_key_id),
+        )
+
+    @property
+    def app_credentials(self) -> AppCredentialsStore:
+        from tokenbroker.stores.app_credentials import AppCredentialsStore  # noqa: PLC0415
+
+        return self._once(
+            "app_credentials",
+            lambda: AppCredentialsStore(
+                self.aws.secretsmanager, stage=self.settings.stage, catalog=self.catalog, clock=self.clock
+            ),
+        )
+
+    @property
+    def connections(self) -> ConnectionStore:
+        from tokenbroker.stores.connections import ConnectionStore  # noqa: PLC0415
+
+        return self._once(
+            "connections",
+            lambda: ConnectionStore(self.aws.table(self.settings.table_name), clock=self.clock),
+        )
+
+    @property
+    def onetime(self) -> OneTimeStore:
+        from tokenbroker.stores.onetime import OneTimeStore  # noqa: PLC0415
+
+        return self._once("onetime", lambda: OneTimeStore(self.aws.table(self.settings.table_name), clock=self.clock))
+
+    @property
+    def providers(self) -> ProviderRegistry:
+        return self._once("providers", lambda: ProviderRegistry(self.catalog, self.app_credentials, clock=self.clock))
+
+    @property
+    def refresher(self) -> RefreshEngine:
+        from tokenbroker.refresh import RefreshEngine  # noqa: PLC0415
+
+        return self._once(
+            "refresher",
+            lambda: RefreshEngine(
+                tokens=self.tokens,
+                connections=self.connections,
+                providers=self.providers,
+                events=self.events,
+                clock=self.clock,
+                lease_seconds=self.settings.lease_seconds,
+                catalog=self.catalog,
+            ),
+        )
+
+    @property
+    def vending(self) -> VendingService:
+        from tokenbroker.vending import VendingService  # noqa: PLC0415
+
+        return self._once(
+            "vending",
+            lambda: VendingService(
+                tokens=self.tokens,
+                connections=self.connections,
+                refresher=self.refresher,
+                clock=self.clock,
+                wait_seconds=self.settings.vend_wait_seconds,
+                events=self.events,
+                catalog=self.catalog,
+            ),
+        )
+
+    @property
+    def connect(self) -> ConnectService:
+        from tokenbroker.connect import ConnectService  # noqa: PLC0415
+
+        return self._once(
+            "connect",
+            lambda: ConnectService(
+                catalog=self.catalog,
+                onetime=self.onetime,
+                tokens=self.tokens,
+                connections=self.connections,
+                providers=self.providers,
+                events=self.events,
+                clock=self.clock,
+                allowed_return_urls=self.settings.allowed_return_urls,
+                public_base_url=self.settings.public_base_url,
+                session_seconds=self.settings.connect_session_seconds,
+            ),
+        )
