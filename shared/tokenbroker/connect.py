@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tokenbroker.clock import Clock
@@ -27,6 +27,7 @@ from tokenbroker.errors import (
     AccountProblem,
     InvalidInput,
     InvalidUserCredentials,
+    ProviderConfigurationError,
     ProviderError,
     TokenBrokerError,
     TransientProviderError,
@@ -60,6 +61,17 @@ _METADATA_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_METADATA_VALUE = 256
 MAX_EMAIL = 320
 MAX_PASSWORD = 1024
+# Authorization errors a provider may send back to the callback (RFC 6749 section 4.1.2.1) that
+# mean "our setup is wrong" or "try later" rather than a plain refusal.
+CALLBACK_ERROR_KINDS: dict[str, type[ProviderError]] = {
+    "invalid_request": ProviderConfigurationError,
+    "unauthorized_client": ProviderConfigurationError,
+    "unsupported_response_type": ProviderConfigurationError,
+    "invalid_scope": ProviderConfigurationError,
+    "invalid_client": ProviderConfigurationError,
+    "server_error": ProviderError,
+    "temporarily_unavailable": TransientProviderError,
+}
 # save_connected + put retries when a refresh wrote the same generation (see ConnectionStore).
 MAX_SAVE_ATTEMPTS = 3
 
@@ -297,11 +309,15 @@ class ConnectService:
         if self._onetime.consume_session(session.session_id) is None:
             raise SessionNotFound("this connect link was already used")
         login = PasswordLogin(email, form.password) if form.remember else None
+        info = self._user_info(provider, token)
+        if not info.email:
+            # Password providers without a user-info endpoint: the login e-mail names the account.
+            info = replace(info, email=email)
         return self._save(
             entry,
             session.key,
             token,
-            self._user_info(provider, token),
+            info,
             requested_scopes=session.scopes,
             metadata=session.metadata,
             return_to=session.return_to,
@@ -358,7 +374,8 @@ class ConnectService:
             logger.info("authorization declined", extra={"provider": entry.name, "provider_error": error_code})
             if error_code == "access_denied":
                 raise AuthorizationDenied(f"{entry.label} did not grant access")
-            raise ProviderError(f"{entry.label} reported an error", provider=entry.name, provider_code=error_code)
+            kind = CALLBACK_ERROR_KINDS.get(error_code, ProviderError)
+            raise kind(f"{entry.label} reported an error", provider=entry.name, provider_code=error_code)
         if not code:
             raise InvalidInput("the sign-in answer has no authorization code", field="code")
         implementation = self._providers(entry.name)
@@ -414,6 +431,13 @@ class ConnectService:
             status=status,
             form_targets=targets,
         )
+
+    def _forget_new_connection(self, key: ConnectionKey) -> None:
+        """The token never landed: a brand-new record must not claim an active connection."""
+        try:
+            self._connections.delete(key)
+        except Exception:  # the original failure is what the user must see
+            logger.warning("could not remove a half-saved connection", extra={"connection_id": key.connection_id})
 
     def _user_info(self, provider: Provider, token: TokenSet) -> UserInfo:
         # The grant is already spent: a failed user-info call must not throw the token away.
@@ -472,6 +496,10 @@ class ConnectService:
                 # A refresh running on the old grant wrote this generation first; move past it.
                 if attempt == MAX_SAVE_ATTEMPTS:
                     raise
+            except Exception:
+                if not existed:
+                    self._forget_new_connection(key)
+                raise
         event_type = EventType.CONNECTION_REAUTHORIZED if existed else EventType.CONNECTION_CREATED
         self._events.publish(
             DomainEvent.for_key(

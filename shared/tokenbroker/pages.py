@@ -120,7 +120,7 @@ def login_page(
     status: int = 200,
     form_targets: tuple[str, ...] = (),
 ) -> HtmlResponse:
-    name = display_name(provider)
+    name = provider  # the catalog's label
     parts: list[str] = []
     if error:
         parts.append(f'<p class="error" role="alert">{html.escape(error)}</p>')
@@ -137,7 +137,7 @@ def login_page(
 
 
 def success_page(*, provider: str, account: str | None = None, reauthorized: bool = False) -> HtmlResponse:
-    name = display_name(provider)
+    name = provider  # the catalog's label
     verb = "reconnected" if reauthorized else "connected"
     detail = f"The {name} account {account} is now {verb}." if account else f"Your {name} account is now {verb}."
     return page(200, f"{name} connected", render("success.html", provider=name, detail=detail))

@@ -128,6 +128,7 @@ def test_success_stores_token_and_record_without_the_login(harness: Harness, tab
     assert stored.status is ConnectionStatus.ACTIVE
     assert stored.login is None  # remember was not ticked
     assert stored.metadata["team"] == "ops"
+    assert stored.metadata["user_email"] == WORKLY_EMAIL  # Workly has no user info: the login names it
     assert stored.token.scopes == ("v1:list:employee", "v1:view:employee")
     connection = h.connections.get(KEY)
     assert connection is not None

@@ -21,6 +21,8 @@ from tokenbroker.connect import (
 from tokenbroker.errors import (
     InvalidInput,
     InvalidUserCredentials,
+    ProviderConfigurationError,
+    ProviderError,
     TransientProviderError,
     UnknownProvider,
     UnsupportedOperation,
@@ -125,13 +127,19 @@ class MemoryConnections:
         self.items[key] = connection
         return connection
 
+    def delete(self, key: ConnectionKey) -> bool:
+        return self.items.pop(key, None) is not None
+
 
 @dataclass
 class MemoryTokens:
     written: dict[ConnectionKey, StoredToken] = field(default_factory=dict)
     conflicts: int = 0  # how many writes to refuse with GenerationConflict first
+    broken: bool = False
 
     def put(self, key: ConnectionKey, stored: StoredToken, *, restore_deleted: bool = False) -> str:
+        if self.broken:
+            raise ConnectionError("Secrets Manager is unreachable")
         if self.conflicts:
             self.conflicts -= 1
             raise GenerationConflict("someone else wrote it")
@@ -404,3 +412,47 @@ def test_the_stored_token_carries_metadata_from_the_backend_and_the_provider(wor
     assert connection.metadata == stored.metadata
     assert connection.next_refresh_at is not None
     assert replace(stored, login=None).login is None
+
+
+def test_a_failed_token_write_leaves_no_active_record_behind(world: World) -> None:
+    world.tokens.broken = True
+    sid = session_id(world.service.create_session("workly", "a"))
+    with pytest.raises(ConnectionError):
+        world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1"))
+    assert world.connections.items == {}
+    assert world.events.events == []
+
+
+def test_a_failed_token_write_on_reconnect_keeps_the_existing_record(world: World) -> None:
+    world.service.submit_login(
+        session_id(world.service.create_session("workly", "a")), LoginSubmission("ann@example.com", "right-password-1")
+    )
+    world.tokens.broken = True
+    with pytest.raises(ConnectionError):
+        world.service.submit_login(
+            session_id(world.service.create_session("workly", "a")),
+            LoginSubmission("ann@example.com", "right-password-1"),
+        )
+    assert ConnectionKey("workly", "a") in world.connections.items
+    assert len(world.events.events) == 1
+
+
+@pytest.mark.parametrize(
+    ("error", "kind", "status"),
+    [
+        ("temporarily_unavailable", TransientProviderError, 503),
+        ("invalid_scope", ProviderConfigurationError, 502),
+        ("unauthorized_client", ProviderConfigurationError, 502),
+        ("server_error", ProviderError, 502),
+        ("something_else", ProviderError, 502),
+    ],
+)
+def test_callback_errors_are_classified(world: World, error: str, kind: type, status: int) -> None:
+    begin = world.service.begin(session_id(world.service.create_session("worksection", "a")))
+    assert isinstance(begin, Redirect)
+    state = begin.location.split("state=")[1].split("&")[0]
+    with pytest.raises(kind) as raised:
+        world.service.complete_callback("worksection", {"state": state, "error": error})
+    assert type(raised.value) is kind
+    assert raised.value.http_status == status
+    assert world.connections.items == {}
