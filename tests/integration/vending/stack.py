@@ -92,6 +92,7 @@ def build_stack(
     *,
     wait_seconds: float = 8.0,
     lease_seconds: float = 90.0,
+    stage: str = "test",
 ) -> Stack:
     credentials = {"worksection": AppCredentials(worksection.client_id, worksection.client_secret)}
     built: dict[str, Provider] = {}
@@ -101,7 +102,7 @@ def build_stack(
             built[name] = build_provider(catalog.get(name), credentials[name], clock=clock)
         return built[name]
 
-    tokens = TokenStore(clients.secretsmanager, stage="test")
+    tokens = TokenStore(clients.secretsmanager, stage=stage)
     connections = ConnectionStore(table, clock=clock)
     onetime = OneTimeStore(table, clock=clock)
     events = MemorySink()
