@@ -12,27 +12,20 @@ The event is never logged (its body holds the password, its query the authorizat
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from tokenbroker import pages
-from tokenbroker.aws import AwsClients
-from tokenbroker.clock import SystemClock
 from tokenbroker.connect import Connected, ConnectService, ForbiddenRequest, LoginForm, LoginSubmission, Redirect
 from tokenbroker.errors import InvalidInput, TokenBrokerError
-from tokenbroker.events import EventBridgeSink, EventSink, MemorySink
 from tokenbroker.observability import logger
-from tokenbroker.providers import Catalog, Provider, build_provider
 from tokenbroker.redaction import remember_secret
 from tokenbroker.return_urls import origin_of
-from tokenbroker.settings import Settings
-from tokenbroker.stores import AppCredentialsStore, ConnectionStore, OneTimeStore, TokenStore
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from mypy_boto3_events import EventBridgeClient
 
 MAX_FORM_BYTES = 16_384
 MAX_FORM_FIELDS = 16
@@ -46,45 +39,21 @@ _service: ConnectService | None = None
 _lock = threading.Lock()
 
 
-def set_service(service: ConnectService | None) -> None:
-    """Inject a ready service (tests, the local stack); None rebuilds from the environment."""
+def use_service(service: ConnectService | None) -> None:
+    """Inject a ready service (tests, the local stack); None rebuilds it from the environment."""
     global _service  # noqa: PLW0603 - the one module-level hook handlers expose
-    _service = service
+    with _lock:
+        _service = service
 
 
 def get_service() -> ConnectService:
     global _service  # noqa: PLW0603
     with _lock:
         if _service is None:
-            _service = build_service(Settings.from_env())
+            from tokenbroker.wiring import Runtime  # noqa: PLC0415 - first request, not import time
+
+            _service = Runtime.from_env().connect
         return _service
-
-
-def build_service(settings: Settings) -> ConnectService:
-    clock = SystemClock()
-    aws = AwsClients()
-    table = aws.table(settings.table_name)
-    catalog = Catalog.load(settings.providers_file)
-    credentials = AppCredentialsStore(aws.secretsmanager, stage=settings.stage, catalog=catalog)
-
-    def providers(name: str) -> Provider:
-        return build_provider(catalog.get(name), credentials.get(name), clock=clock)
-
-    events: EventSink = MemorySink()
-    if settings.event_bus_name:
-        events = EventBridgeSink(cast("EventBridgeClient", aws.client("events")), settings.event_bus_name)
-    return ConnectService(
-        catalog=catalog,
-        onetime=OneTimeStore(table, clock=clock),
-        tokens=TokenStore(aws.secretsmanager, stage=settings.stage, kms_key_id=settings.kms_key_id),
-        connections=ConnectionStore(table, clock=clock),
-        providers=providers,
-        events=events,
-        clock=clock,
-        allowed_return_urls=settings.allowed_return_urls,
-        public_base_url=settings.public_base_url,
-        session_seconds=settings.connect_session_seconds,
-    )
 
 
 # --- request helpers -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ no log line can carry them; results and errors never hold them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -40,6 +40,7 @@ from tokenbroker.observability import logger
 from tokenbroker.providers.base import Provider
 from tokenbroker.providers.catalog import AuthMode, Catalog, CatalogEntry
 from tokenbroker.providers.pkce import new_pkce_pair
+from tokenbroker.providers.registry import ProviderResolver
 from tokenbroker.redaction import remember_secret
 from tokenbroker.return_urls import ReturnUrlPolicy, origin_of, parse_strict, with_query
 from tokenbroker.schedule import next_refresh_at
@@ -48,8 +49,6 @@ from tokenbroker.stores.connections import ConnectionStore
 from tokenbroker.stores.onetime import STATE_TTL_SECONDS, ConnectSession, OneTimeStore
 from tokenbroker.stores.tokens import GenerationConflict, TokenStore
 from tokenbroker.tokens import TokenSet, UserInfo
-
-ProviderResolver = Callable[[str], Provider]
 
 # Session ids and states are 32 random bytes (256 bits, far above the 128 the design asks for)
 # from OneTimeStore.new_nonce: URL-safe base64, 43 characters. Anything else never reaches DynamoDB.

@@ -95,7 +95,7 @@ def harness(  # noqa: PLR0917 - pytest injects fixtures by name
         public_base_url=PUBLIC_BASE_URL,
     )
     handler = load_function("callback")
-    handler.set_service(service)
+    handler.use_service(service)
     stream, log_handler = capture_logs(logger)
     try:
         yield Harness(
@@ -112,4 +112,4 @@ def harness(  # noqa: PLR0917 - pytest injects fixtures by name
         )
     finally:
         logger.removeHandler(log_handler)
-        handler.set_service(None)
+        handler.use_service(None)
