@@ -294,6 +294,9 @@ def classify_rfc6749(response: HttpResponse, ctx: CallContext) -> ProviderError:
 def _from_rfc_code(code: str, description: str, response: HttpResponse, ctx: CallContext) -> ProviderError:
     detail = _describe(code, description, ctx)
     lowered = code.lower()
+    if lowered == "invalid_grant" and ctx.operation is Operation.PASSWORD:
+        # RFC 6749 5.2: for a password grant the "grant" is the user's login: ask them again.
+        return _make(InvalidUserCredentials, response, ctx, detail, code=code)
     if lowered in RFC_REAUTH:
         return _make(ReauthorizationRequired, response, ctx, detail, code=code)
     if lowered == "invalid_request" and describes_dead_grant(description):

@@ -288,3 +288,21 @@ def test_messages_are_bounded_and_single_line() -> None:
     )
     assert len(error.message) < 260
     assert "\n" not in error.message and "\x00" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        # RFC 6749 5.2: on a password grant, invalid_grant is the user's wrong login...
+        (Operation.PASSWORD, InvalidUserCredentials),
+        # ...on a refresh or a code exchange it is a dead grant.
+        (Operation.REFRESH, ReauthorizationRequired),
+        (Operation.AUTHORIZATION_CODE, ReauthorizationRequired),
+    ],
+)
+def test_invalid_grant_depends_on_the_operation(operation: Operation, expected: type[ProviderError]) -> None:
+    error = classify_rfc6749(
+        answer(400, {"error": "invalid_grant", "error_description": "Invalid credentials given."}),
+        ctx("acme", operation),
+    )
+    assert type(error) is expected
