@@ -11,6 +11,7 @@ The event is never logged (its body holds the password, its query the authorizat
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
@@ -75,7 +76,10 @@ def request_base_url() -> str | None:
 def query_parameters() -> dict[str, str]:
     """The query string, strictly: a repeated parameter is refused rather than guessed at."""
     raw = app.current_event.raw_query_string or ""
-    pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS)
+    except ValueError:
+        raise InvalidInput("the address has too many parameters") from None
     values: dict[str, str] = {}
     for name, value in pairs:
         if name in values:
@@ -116,10 +120,11 @@ def check_same_origin(service: ConnectService) -> None:
     origin = headers.get("origin")
     if not origin or origin == "null":
         return
-    allowed = {origin_of(service.base_url(request_base_url()))}
     here = request_base_url()
-    if here:
-        allowed.add(origin_of(here))
+    allowed = {origin_of(here)} if here else set()
+    # No configured base URL and no request domain: only the request's own origin counts.
+    with contextlib.suppress(TokenBrokerError):
+        allowed.add(origin_of(service.base_url(here)))
     if origin not in allowed:
         raise ForbiddenRequest("form post from another origin")
 

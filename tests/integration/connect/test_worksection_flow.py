@@ -308,3 +308,10 @@ def test_no_page_redirect_or_log_line_holds_a_secret(harness: Harness) -> None:
             assert secret not in line
     for event in h.events.events:
         assert not any(secret in str(event.detail()) for secret in secrets_used)
+
+
+def test_too_many_query_parameters_is_a_400_page(harness: Harness) -> None:
+    query = "&".join(f"p{i}=v" for i in range(40))
+    answer = harness.get("/callback/worksection?" + query)
+    assert answer.status == 400
+    assert answer.headers["content-type"].startswith("text/html")
