@@ -114,13 +114,13 @@ class Gateway:
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         started = time.monotonic()
         request = Request(environ)
-        route_key = "-"
+        route_key = f"{request.method} (no route)"
         try:
             route_key, response = self._handle(request)
         except Exception:
             traceback.print_exc(file=sys.stderr)
             response = _json(500, {"message": "Internal Server Error"})
-        self._access_log(request.method, route_key, response.status_code, started)
+        self._access_log(route_key, response.status_code, started)
         result: Iterable[bytes] = response(environ, start_response)
         return result
 
@@ -129,7 +129,7 @@ class Gateway:
         path = unquote(raw_path)
         match = self._match(request.method, path)
         if match is None:
-            return "-", _json(404, {"message": "Not Found"})
+            return f"{request.method} (no route)", _json(404, {"message": "Not Found"})
         route, path_parameters = match
         if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
             return route.spec.route_key, _json(413, {"message": "Request Entity Too Large"})
@@ -179,13 +179,13 @@ class Gateway:
                 return route, found.groupdict()
         return None
 
-    def _access_log(self, method: str, route_key: str, status: int, started: float) -> None:
+    def _access_log(self, route_key: str, status: int, started: float) -> None:
         # The route key, never the raw path or query: those carry connect-session ids and OAuth codes.
         if self._log is None:
             return
         millis = (time.monotonic() - started) * 1000
         with self._log_lock:
-            print(f"[gateway] {method} {route_key} -> {status} ({millis:.0f} ms)", file=self._log, flush=True)
+            print(f"[gateway] {route_key} -> {status} ({millis:.0f} ms)", file=self._log, flush=True)
 
 
 def _raw_uri(environ: dict[str, Any]) -> str:
