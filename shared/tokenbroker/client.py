@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode, urlsplit
 
 import boto3
@@ -191,7 +191,8 @@ class TokenBrokerClient:
             raise InvalidInput("api_url must be an http(s) URL without query or fragment", field="api_url")
         self._api_url = api_url.rstrip("/")
         self._session = session or boto3.Session()
-        resolved = region or self._session.region_name or _region_from_host(parts.hostname or "")
+        # An execute-api host names its region, and a signature for any other region is refused.
+        resolved = region or _region_from_host(parts.hostname or "") or self._session.region_name
         if not resolved:
             raise InvalidInput("cannot tell the API's region: pass region=", field="region")
         self._region: str = resolved
@@ -377,6 +378,16 @@ class TokenBrokerClient:
             raise BrokerError(f"tokenbroker is unreachable: {type(error).__name__}") from None
 
 
+class TokenSource(Protocol):
+    """What ``BrokerAuth`` needs: ``TokenBrokerClient`` (or a test double)."""
+
+    def get_token(self, provider: str, connection_id: str, *, min_ttl: int = ...) -> AccessToken: ...
+
+    def refresh_rejected(
+        self, provider: str, connection_id: str, rejected_token: str | AccessToken | None
+    ) -> AccessToken: ...
+
+
 class BrokerAuth(AuthBase):
     """``requests`` auth: a Bearer token from tokenbroker, one compare-and-refresh retry on 401.
 
@@ -387,7 +398,7 @@ class BrokerAuth(AuthBase):
     """
 
     def __init__(
-        self, client: TokenBrokerClient, provider: str, connection_id: str, *, min_ttl: int = DEFAULT_MIN_TTL
+        self, client: TokenSource, provider: str, connection_id: str, *, min_ttl: int = DEFAULT_MIN_TTL
     ) -> None:
         self._client = client
         self._provider = provider
@@ -426,8 +437,9 @@ class BrokerAuth(AuthBase):
         retry = request.copy()
         retry._tokenbroker_retried = True  # type: ignore[attr-defined]
         retry.headers["Authorization"] = newer.authorization
-        if body_position is not None:
-            retry.body.seek(body_position)  # type: ignore[union-attr]
+        rewind = getattr(retry.body, "seek", None)
+        if body_position is not None and rewind is not None:  # a file body (still a file: see _replayable)
+            rewind(body_position)
         if response.cookies:
             jar = getattr(retry, "_cookies", None)
             if jar is not None:
@@ -518,6 +530,7 @@ def _body_position(body: object) -> int | None:
 
 
 def _replayable(body: object, position: int | None) -> bool:
+    # Bytes replay as they are (a mock transport may also have read a file body into bytes).
     if body is None or isinstance(body, bytes | str):
         return True
     return position is not None and callable(getattr(body, "seek", None))

@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from tokenbroker.clock import SystemClock
@@ -17,11 +18,17 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.vending import VendedToken
 
 from infra.sandboxes import WorksectionSandbox
-from tests.conftest import MotoServer
 from tests.integration.vending.stack import WS_EMAIL, WS_PASSWORD, Stack, build_stack, sandbox_catalog
 from tests.support.aws import clients_for, new_table
 
 CALLERS = 100
+
+
+class HasEndpoint(Protocol):
+    @property
+    def endpoint_url(self) -> str: ...
+
+
 KEY = ConnectionKey("worksection", "acme-1")
 
 
@@ -34,7 +41,7 @@ def live_worksection() -> Iterator[WorksectionSandbox]:
 
 
 @pytest.fixture
-def live_stack(moto_server: MotoServer, live_worksection: WorksectionSandbox, tmp_path: Path) -> Stack:
+def live_stack(moto_server: HasEndpoint, live_worksection: WorksectionSandbox, tmp_path: Path) -> Stack:
     clients = clients_for(moto_server.endpoint_url, max_pool_connections=CALLERS + 10)
     return build_stack(
         clients,
@@ -47,12 +54,12 @@ def live_stack(moto_server: MotoServer, live_worksection: WorksectionSandbox, tm
     )
 
 
-def race(callers: int, call: object) -> list[VendedToken]:
+def race(callers: int, call: Callable[[], VendedToken]) -> list[VendedToken]:
     start = threading.Barrier(callers)
 
     def one(_: int) -> VendedToken:
         start.wait(timeout=30)
-        return call()  # type: ignore[operator, no-any-return]
+        return call()
 
     with ThreadPoolExecutor(max_workers=callers) as pool:
         return list(pool.map(one, range(callers), timeout=60))
