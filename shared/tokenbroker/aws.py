@@ -42,7 +42,7 @@ def default_config(
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> Config:
     return Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        retries={"mode": "standard", "total_max_attempts": max_attempts},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,

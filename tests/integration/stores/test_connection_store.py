@@ -346,3 +346,30 @@ def test_connecting_again_after_delete_never_reuses_a_generation(
     assert again.generation == 3  # a secret version id derived from generation 1 or 2 would clash
     assert again.created_at == again.updated_at == clock.now()
     assert "ttl" not in raw_item(table, KEY)
+
+
+def test_acquire_can_record_the_attempt_in_the_same_write(
+    store: ConnectionStore, clock: ManualClock, aws_clients: AwsClients
+) -> None:
+    connect(store, clock)
+    with AwsCallCounter(aws_clients) as counter:
+        first = store.acquire_lease(KEY, "crashed", 30, record_attempt=True)
+    assert counter.calls == {"UpdateItem": 1}
+    assert first is not None
+    assert first.attempt is None  # nothing was interrupted before this run
+    assert first.lease is not None
+    assert first.lease.owner == "crashed"
+    clock.advance(31)  # the run dies after recording its attempt
+
+    second = store.acquire_lease(KEY, "next", 30, record_attempt=True)
+
+    assert second is not None
+    assert second.attempt is not None
+    assert (second.attempt.owner, second.attempt.generation) == ("crashed", 1)
+    assert second.lease is not None
+    assert second.lease.owner == "next"
+    stored_now = store.get(KEY)
+    assert stored_now is not None
+    assert stored_now.attempt is not None
+    assert stored_now.attempt.owner == "next"
+    assert store.acquire_lease(KEY, "third", 30, record_attempt=True) is None
