@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from tokenbroker.aws import AwsCallCounter, AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
@@ -373,3 +375,27 @@ def test_acquire_can_record_the_attempt_in_the_same_write(
     assert stored_now.attempt is not None
     assert stored_now.attempt.owner == "next"
     assert store.acquire_lease(KEY, "third", 30, record_attempt=True) is None
+
+
+def test_every_connection_write_and_read_is_one_call(
+    store: ConnectionStore, clock: ManualClock, aws_clients: AwsClients
+) -> None:
+    error = LastError("provider_unavailable", "503", clock.now())
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("UpdateItem", lambda: connect(store, clock)),
+        ("GetItem", lambda: store.get(KEY)),
+        ("UpdateItem", lambda: store.acquire_lease(KEY, "a", 30)),
+        ("UpdateItem", lambda: store.renew_lease(KEY, "a", 30)),
+        ("UpdateItem", lambda: store.record_attempt(KEY, "a")),
+        ("UpdateItem", lambda: store.record_failure(KEY, "a", error, clock.now() + 60)),
+        ("UpdateItem", lambda: store.acquire_lease(KEY, "a", 30)),
+        ("UpdateItem", lambda: store.release(KEY, "a")),
+        ("UpdateItem", lambda: store.release(KEY, "not-the-owner")),
+        ("UpdateItem", lambda: store.acquire_lease(KEY, "a", 30)),
+        ("UpdateItem", lambda: store.mark_needs_reauth(KEY, "a", error)),
+        ("UpdateItem", lambda: store.delete(KEY)),
+    ]
+    for operation, step in steps:
+        with AwsCallCounter(aws_clients) as counter:
+            step()
+        assert counter.calls == {operation: 1}, operation
