@@ -310,6 +310,8 @@ class LocalStack:
             secrets["workly"] = (self._workly.client_id, self._workly.client_secret)
             secrets["worksection"] = (self._worksection.client_id, self._worksection.client_secret)
         if self.options.providers_file is not None:
+            # Checked alone first, so that a mistake is reported against the user's own file.
+            self._check_catalog(self.options.providers_file)
             for name, given in _read_providers_file(self.options.providers_file).items():
                 entry = dict(given)
                 client_id, client_secret = entry.pop("client_id", None), entry.pop("client_secret", None)
@@ -337,7 +339,7 @@ class LocalStack:
         try:
             Catalog.load(path)
         except TokenBrokerError as error:
-            raise StackError(f"the provider catalog with your --providers file is invalid: {error}") from None
+            raise StackError(f"the provider catalog is invalid: {error}") from None
 
     def _provider_names(self) -> list[str]:
         from tokenbroker.providers.catalog import Catalog  # noqa: PLC0415

@@ -286,3 +286,65 @@ def test_sigterm_stops_everything_within_seconds(site: Path, tmp_path: Path) -> 
     # Both ports are free again.
     for port in (api_port, moto_port):
         bind_loopback(port).close()
+
+
+PROVIDERS = """
+providers:
+  acme:
+    auth_mode: authorization_code
+    authorize_url: https://auth.acme.test/authorize
+    token_url: https://auth.acme.test/token
+    client_id: acme-local-id
+    client_secret: acme-local-secret
+"""
+
+
+def test_a_providers_file_extends_the_catalog_and_seeds_app_credentials(site: Path, tmp_path: Path) -> None:
+    providers = tmp_path / "providers.yaml"
+    providers.write_text(PROVIDERS)
+    args = ["--template", str(site / "template.yaml"), "--no-sandboxes", "--providers", str(providers)]
+    env = stack_environment({"FAKE_WORKER_LOG": str(tmp_path / "worker.log")})
+    with running_stack(args, tmp_path, env=env) as running:
+        assert "acme" in running.info["providers"]
+        url = f"{running.api_url}/env"
+        catalog_file = Path(
+            requests.get(url, headers=signed_headers("GET", url), timeout=5).json()["TOKENBROKER_PROVIDERS_FILE"]
+        )
+        # The handlers' catalog has the entry; its secret lives in Secrets Manager, not in the file.
+        assert "auth.acme.test" in catalog_file.read_text()
+        assert "acme-local-secret" not in catalog_file.read_text()
+        secret = aws(running, "secretsmanager").get_secret_value(SecretId="tokenbroker/local/apps/acme")
+        assert json.loads(secret["SecretString"]) == {
+            "client_id": "acme-local-id",
+            "client_secret": "acme-local-secret",
+        }
+        assert "acme-local-secret" not in running.output()
+
+
+def test_an_invalid_providers_file_stops_the_start_with_a_clear_message(site: Path, tmp_path: Path) -> None:
+    providers = tmp_path / "providers.yaml"
+    providers.write_text("providers:\n  acme:\n    auth_mode: telepathy\n    client_secret: do-not-print-me\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infra.localstack",
+            "--port",
+            "0",
+            "--no-sandboxes",
+            "--providers",
+            str(providers),
+            "--template",
+            str(site / "template.yaml"),
+        ],
+        cwd=REPO,
+        env=stack_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot start the local stack" in done.stderr
+    assert "providers" in done.stderr
+    assert "do-not-print-me" not in done.stdout + done.stderr
