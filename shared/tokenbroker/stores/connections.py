@@ -347,7 +347,7 @@ class ConnectionStore:
         def failure_update() -> Expression:
             update = Expression()
             update.add("failures", n(1)).set("last_error", _error_value(last_error))
-            update.set("next_refresh_at", n(next_refresh_at)).set("updated_at", n(last_error.at))
+            update.set("next_refresh_at", n(next_refresh_at)).set("updated_at", n(self._clock.now()))
             return update.remove(*_LEASE, *_ATTEMPT)
 
         # Only an active connection belongs in the due index. It normally has its shard already,
@@ -364,7 +364,7 @@ class ConnectionStore:
         last_error = self._last_error(error)
         update = Expression()
         update.set("status", s(ConnectionStatus.NEEDS_REAUTH.value))
-        update.set("last_error", _error_value(last_error)).set("updated_at", n(last_error.at))
+        update.set("last_error", _error_value(last_error)).set("updated_at", n(self._clock.now()))
         update.add("failures", n(1))
         update.remove(*_DUE, *_LEASE, *_ATTEMPT)
         answer = self._update_as_owner(key, owner, update, returns="ALL_NEW")
@@ -375,7 +375,8 @@ class ConnectionStore:
     def delete(self, key: ConnectionKey) -> bool:
         """Remove the connection (a tombstone keeps only its generation). False if it did not exist.
 
-        A refresh holding the lease loses it: its commit raises ``LeaseLost``.
+        A refresh holding the lease loses it: its owner-only writes (commit included) raise
+        ``ConnectionNotFound``.
         """
         now = self._clock.now()
         update = Expression()
