@@ -10,6 +10,7 @@ from typing import Any
 
 from tokenbroker.errors import TokenBrokerError
 from tokenbroker.keys import ConnectionKey
+from tokenbroker.redaction import remember_secret
 from tokenbroker.tokens import TokenSet
 
 # A stored error message is shown on status pages and in events: keep it short.
@@ -89,6 +90,10 @@ class PasswordLogin:
 
     username: str
     password: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        # Read back from a secret by the refresher: mask it in every log line from now on.
+        remember_secret(self.password)
 
 
 @dataclass(frozen=True, slots=True)

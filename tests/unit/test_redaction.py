@@ -1,0 +1,65 @@
+"""The redacting log formatter: secrets never reach a log line, by field name or by value."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+from aws_lambda_powertools import Logger
+from tokenbroker.models import PasswordLogin
+from tokenbroker.observability import RedactingFormatter
+from tokenbroker.providers.base import AppCredentials
+from tokenbroker.redaction import MASK, redact, remember_secret
+from tokenbroker.tokens import TokenSet
+
+
+def _logger() -> tuple[Logger, io.StringIO]:
+    stream = io.StringIO()
+    logger = Logger(
+        service="redaction-test", logger_formatter=RedactingFormatter(), logger_handler=logging.StreamHandler(stream)
+    )
+    return logger, stream
+
+
+def test_secret_fields_are_masked_wherever_they_appear() -> None:
+    logger, stream = _logger()
+    logger.info("answer", extra={"body": {"access_token": "field-only-1", "nested": [{"password": "pw-field-2"}]}})
+    line = stream.getvalue()
+    assert "field-only-1" not in line
+    assert "pw-field-2" not in line
+    assert json.loads(line)["body"]["access_token"] == MASK
+
+
+def test_values_of_tokens_credentials_and_logins_are_masked_in_free_text() -> None:
+    token = TokenSet(
+        access_token="acc-7f3c9e1d2b", token_type="Bearer", expires_at=2, obtained_at=1, refresh_token="ref-5a8b0c4d6e"
+    )
+    AppCredentials("client-id", "client-secret-91ab")
+    PasswordLogin("ann@example.com", "hunter2-correct-horse")
+    logger, stream = _logger()
+    logger.warning(
+        "provider said: bad %s / %s / %s", token.refresh_token, "client-secret-91ab", "hunter2-correct-horse"
+    )
+    try:
+        raise RuntimeError(f"boom {token.access_token}")
+    except RuntimeError:
+        logger.exception("failed")
+    text = stream.getvalue()
+    for secret in ("acc-7f3c9e1d2b", "ref-5a8b0c4d6e", "client-secret-91ab", "hunter2-correct-horse"):
+        assert secret not in text
+    assert text.count(MASK) >= 4
+
+
+def test_short_values_are_not_treated_as_secrets() -> None:
+    remember_secret("abc")  # too short: replacing it would mangle ordinary words
+    assert redact("abcdef") == "abcdef"
+
+
+def test_reprs_hide_secrets() -> None:
+    token = TokenSet(
+        access_token="repr-access-1", token_type="b", expires_at=1, obtained_at=0, refresh_token="repr-r-2"
+    )
+    login = PasswordLogin("ann@example.com", "repr-password-3")
+    assert "repr-access-1" not in repr(token) and "repr-r-2" not in repr(token)
+    assert "repr-password-3" not in repr(login)
