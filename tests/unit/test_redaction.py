@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import uuid
 
 from aws_lambda_powertools import Logger
 from tokenbroker.models import PasswordLogin
@@ -17,7 +18,10 @@ from tokenbroker.tokens import TokenSet
 def _logger() -> tuple[Logger, io.StringIO]:
     stream = io.StringIO()
     logger = Logger(
-        service="redaction-test", logger_formatter=RedactingFormatter(), logger_handler=logging.StreamHandler(stream)
+        # Powertools reuses a logger per service name: a fresh name gives this test its own stream.
+        service=f"redaction-test-{uuid.uuid4().hex}",
+        logger_formatter=RedactingFormatter(),
+        logger_handler=logging.StreamHandler(stream),
     )
     return logger, stream
 
