@@ -64,6 +64,11 @@ pytest: $(STAMP) $(OIDC_DEPS)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
+# Both connect flows clicked through in headless Chromium (Debian's chromium; Playwright downloads no browser).
+e2e: $(STAMP)
+	@command -v chromium >/dev/null || { echo "make e2e needs chromium: apt-get install -y chromium"; exit 1; }
+	$(BIN)/pytest tests/e2e/browser/browser_flows.py -q -p no:xdist
+
 build: $(STAMP)
 	$(BIN)/sam build --template-file template.yaml
 
