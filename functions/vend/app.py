@@ -99,7 +99,34 @@ def _services_from_env() -> Services:
     from tokenbroker.wiring import Runtime  # noqa: PLC0415
 
     runtime = Runtime.from_env()
-    return Services(vending=runtime.vending, connect=runtime.connect)
+    return Services(vending=runtime.vending, connect=_ConnectOnDemand(lambda: runtime.connect))
+
+
+class _ConnectOnDemand:
+    """Builds the connect flow (its pages, PKCE, one-time store) only when a session is requested:
+    vending, the hot path, never pays for importing it."""
+
+    def __init__(self, build: Callable[[], ConnectSessions]) -> None:
+        self._build = build
+
+    def create_session(
+        self,
+        provider: str,
+        connection_id: str,
+        *,
+        return_to: str | None = None,
+        scopes: Sequence[str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_base_url: str | None = None,
+    ) -> ConnectLinkLike:
+        return self._build().create_session(
+            provider,
+            connection_id,
+            return_to=return_to,
+            scopes=scopes,
+            metadata=metadata,
+            request_base_url=request_base_url,
+        )
 
 
 # --- request and answer shapes (documentation for OpenAPI; parsed by hand below) -------------------
