@@ -6,9 +6,10 @@ port is reported clearly instead of leaving a thread that never starts.
 
 from __future__ import annotations
 
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import MotoRequestHandler
 
 from infra.localstack.net import LoopbackServer, bind_loopback
+from infra.moto_app import moto_wsgi_app
 
 
 class _QuietMotoRequestHandler(MotoRequestHandler):
@@ -26,9 +27,9 @@ class MotoServer:
 
     def start(self) -> MotoServer:
         sock = bind_loopback(self._port, what="moto port", flag="--moto-port")
-        app = DomainDispatcherApplication(create_backend_app)
-        # design.md: a threaded moto keeps conditional writes atomic in practice; threaded=False
-        # is the fallback should a contention test ever see two winners.
+        # Threaded, but DynamoDB and Secrets Manager one request at a time: moto's backends hold no
+        # locks, and two racing refreshers must never both win a lease (infra/moto_app.py).
+        app = moto_wsgi_app()
         self._server = LoopbackServer(
             app, sock, name="moto", threaded=self._threaded, request_handler=_QuietMotoRequestHandler
         )

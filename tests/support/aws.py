@@ -6,16 +6,17 @@ import os
 import threading
 import urllib.request
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import boto3
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+from moto.moto_server.werkzeug_app import MotoRequestHandler
 from tokenbroker.aws import AwsClients, DynamoTable, default_config
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from infra.moto_app import ATOMIC_TARGET_PREFIXES, moto_wsgi_app
 from infra.template_resources import DEFAULT_TEMPLATE
 from infra.template_resources import create_table_from_template as _create_table
 
@@ -70,31 +71,6 @@ def new_table(clients: AwsClients, table_name: str | None = None) -> DynamoTable
     return clients.table(create_table_from_template(clients.dynamodb, table_name))
 
 
-# Requests to these services are served one at a time. moto's backends hold no locks: two
-# conditional UpdateItems racing on one item were both accepted (round 36 of 80 of the lease
-# contention test against moto's ThreadedMotoServer). DynamoDB and Secrets Manager serialise
-# writes to one item/secret, so serialising their requests restores the semantics under test,
-# while other services (SQS long polls) stay concurrent.
-ATOMIC_TARGET_PREFIXES = ("DynamoDB_", "secretsmanager.")
-
-
-class _AtomicServices:
-    """WSGI middleware: one request at a time for the JSON-protocol services named by prefix."""
-
-    def __init__(self, app: Any, prefixes: tuple[str, ...]) -> None:
-        self._app = app
-        self._prefixes = prefixes
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
-        if self._prefixes and target.startswith(self._prefixes):
-            with self._lock:
-                return list(self._app(environ, start_response))  # the whole answer, inside the lock
-        result: Iterable[bytes] = self._app(environ, start_response)
-        return result
-
-
 class MotoServer:
     """moto's app on 127.0.0.1 (port 0 = any free port) in a daemon thread.
 
@@ -110,7 +86,7 @@ class MotoServer:
         threaded: bool = True,
         atomic_prefixes: tuple[str, ...] = ATOMIC_TARGET_PREFIXES,
     ) -> None:
-        app = _AtomicServices(DomainDispatcherApplication(create_backend_app), atomic_prefixes)
+        app = moto_wsgi_app(atomic_prefixes)
         self._server: BaseWSGIServer = make_server(
             host, port, app, threaded=threaded, request_handler=MotoRequestHandler
         )
