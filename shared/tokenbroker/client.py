@@ -369,11 +369,14 @@ class TokenBrokerClient:
         if credentials is None:
             raise AccessDenied("no AWS credentials found to sign the request with")
         SigV4Auth(credentials.get_frozen_credentials(), SERVICE, self._region).add_auth(signed)
-        prepared = signed.prepare()
+        signed_ready = signed.prepare()
+        # Sent as signed: Session.send, unlike Session.request, merges no session-level headers or
+        # auth that could change a signed header. Proxies and CA settings still come from the environment.
+        outgoing = requests.Request(method, signed_ready.url, headers=dict(signed_ready.headers.items()), data=data)
+        prepared = outgoing.prepare()
+        settings = self._http.merge_environment_settings(prepared.url, {}, None, None, None)
         try:
-            return self._http.request(
-                method, prepared.url, headers=dict(prepared.headers.items()), data=data, timeout=self._timeout
-            )
+            return self._http.send(prepared, timeout=self._timeout, **settings)
         except requests.RequestException as error:
             raise BrokerError(f"tokenbroker is unreachable: {type(error).__name__}") from None
 

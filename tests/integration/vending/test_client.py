@@ -245,3 +245,13 @@ def test_connections_connect_sessions_and_delete(stack: Stack, client: TokenBrok
     assert [c.connection_id for c in client.connections("worksection")] == ["acme-1", "acme-2"]
     with pytest.raises(ConnectionNotFound):
         client.get_token("worksection", "acme-0")
+
+
+def test_a_caller_supplied_session_cannot_break_the_signature(stack: Stack, gateway: SigningGateway) -> None:
+    seeded = stack.seed("acme-1")
+    http = requests.Session()
+    http.auth = ("someone", "else")  # would replace the SigV4 Authorization header in Session.request
+    http.headers["X-Team"] = "billing"
+    client = TokenBrokerClient(gateway.url, session=aws_session(), http=http)
+    assert client.get_token("worksection", "acme-1").access_token == seeded.token.access_token
+    assert gateway.refused == 0

@@ -167,8 +167,8 @@ def test_ids_are_validated_before_any_request() -> None:
     calls: list[str] = []
 
     class NoNetwork(requests.Session):
-        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
-            calls.append(str(url))
+        def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+            calls.append(str(request.url))
             raise AssertionError("no request expected")
 
     client = TokenBrokerClient("https://api.example", session=session(), region="us-east-1", http=NoNetwork())
@@ -182,12 +182,14 @@ def test_the_cache_is_shared_by_threads_but_never_outlives_min_ttl() -> None:
     now = [0.0]
     answers = [token("first-token-0001"), token("second-token-002", 2)]
     requested: list[str] = []
+    signatures: list[str] = []
     lock = threading.Lock()
 
     class Broker(requests.Session):
-        def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
             with lock:
-                requested.append(str(url))
+                requested.append(str(request.url))
+                signatures.append(request.headers.get("Authorization", ""))
                 vended = answers[min(len(requested) - 1, 1)]
             response = requests.Response()
             response.status_code = 200
@@ -207,4 +209,5 @@ def test_the_cache_is_shared_by_threads_but_never_outlives_min_ttl() -> None:
     now[0] += 1
     assert client.get_token("worksection", "a-1").access_token == "second-token-002"
     assert len(requested) == 2
-    assert "Authorization" not in requested[0]
+    assert all(s.startswith("AWS4-HMAC-SHA256 Credential=AKIAEXAMPLE/") for s in signatures)
+    assert all("/us-east-1/execute-api/aws4_request" in s for s in signatures)
