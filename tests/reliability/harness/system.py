@@ -1,0 +1,345 @@
+"""tokenbroker's refresh side wired as deployed, on moto, driven by a simulated schedule.
+
+``System`` holds the real stores (Secrets Manager, DynamoDB), the real refresh engine and vending
+service, an SQS queue, and the real Lambda handlers of functions/refresh/app.py (sweep and worker)
+with the collaborators injected. ``run_schedule`` plays EventBridge Scheduler and the SQS event
+source: every ``sweep_every`` simulated seconds the sweep runs, then every queued message goes to
+the worker handler as an SQS batch. Time is a ManualClock, so hours of schedule take milliseconds
+and "no busy loop" is a count of provider calls over a known span of time.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, cast
+
+from tokenbroker.aws import AwsClients, DynamoTable
+from tokenbroker.clock import Clock, ManualClock
+from tokenbroker.events import DomainEvent, EventType, MemorySink
+from tokenbroker.http import HttpClient
+from tokenbroker.keys import ConnectionKey
+from tokenbroker.models import Connection, PasswordLogin, StoredToken
+from tokenbroker.providers import AppCredentials, Catalog, CatalogEntry, Provider, build_provider
+from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
+from tokenbroker.schedule import next_refresh_at
+from tokenbroker.stores import ConnectionStore, TokenStore
+from tokenbroker.sweep import DEFAULT_HORIZON, RefreshWorker, Sweeper
+from tokenbroker.tokens import TokenSet
+from tokenbroker.vending import VendingService
+
+from infra.sandboxes import WorklySandbox, WorksectionSandbox
+from tests.support.handlers import load_function
+
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
+DAY = 86_400.0
+SWEEP_EVERY = 300.0  # the template's default schedule: rate(5 minutes)
+WORKLY_EMAIL = "ann@example.com"
+WORKLY_PASSWORD = "correct-horse-battery"
+WS_EMAIL = "bob@example.com"
+WS_PASSWORD = "bob-password-1"
+
+_refresh_module: ModuleType | None = None
+
+
+def refresh_function() -> ModuleType:
+    """functions/refresh/app.py, imported once per process (its services are injected per test)."""
+    global _refresh_module  # noqa: PLW0603 - one import per process, like a warm Lambda
+    if _refresh_module is None:
+        _refresh_module = load_function("refresh")
+    return _refresh_module
+
+
+@dataclass(frozen=True, slots=True)
+class LambdaContext:
+    function_name: str = "tokenbroker-RefreshWorkerFunction"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:tokenbroker-RefreshWorkerFunction"
+    aws_request_id: str = "00000000-0000-0000-0000-000000000000"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+@dataclass
+class ScheduleLog:
+    """What a simulated span of schedule did."""
+
+    sweeps: int = 0
+    messages: int = 0
+    failed_records: int = 0  # records the worker reported as failed (SQS would retry them)
+    outcomes: list[str] = field(default_factory=list)
+
+
+def sandbox_provider(
+    catalog: Catalog,
+    sandbox: WorklySandbox | WorksectionSandbox,
+    clock: Clock,
+    *,
+    read_timeout: float = 2.0,
+) -> Provider:
+    base_url = sandbox.base_url if isinstance(sandbox, WorklySandbox) else sandbox.url
+    entry = catalog.get(sandbox.provider).with_base_url(base_url)
+    http = HttpClient(connect_timeout=0.5, read_timeout=read_timeout)
+    return build_provider(entry, AppCredentials(sandbox.client_id, sandbox.client_secret), http=http, clock=clock)
+
+
+def token_from_answer(answer: dict[str, Any], now: float, scope_separator: str = ",") -> TokenSet:
+    """A TokenSet from a sandbox's raw grant (``issue_tokens``), as a provider would parse it."""
+    extra = {"account_url": str(answer["account_url"])} if answer.get("account_url") else {}
+    scopes = tuple(s for s in str(answer.get("scope") or "").split(scope_separator) if s)
+    return TokenSet(
+        access_token=str(answer["access_token"]),
+        token_type=str(answer.get("token_type") or "bearer"),
+        expires_at=int(now + float(answer["expires_in"])),
+        obtained_at=int(now),
+        refresh_token=str(answer["refresh_token"]),
+        scopes=scopes,
+        extra=extra,
+    )
+
+
+@dataclass
+class System:
+    clock: ManualClock | Clock
+    clients: AwsClients
+    table: DynamoTable
+    tokens: TokenStore
+    connections: ConnectionStore
+    catalog: Catalog
+    queue_url: str
+    providers: dict[str, Provider] = field(default_factory=dict)
+    events: MemorySink = field(default_factory=MemorySink)
+    metrics: MemoryRefreshMetrics = field(default_factory=MemoryRefreshMetrics)
+    lease_seconds: float = 90.0
+    seeded: list[ConnectionKey] = field(default_factory=list)
+    rng: Callable[[], float] = lambda: 1.0  # the top of the jitter: deterministic backoff
+
+    @classmethod
+    def create(
+        cls,
+        clients: AwsClients,
+        table: DynamoTable,
+        clock: ManualClock | Clock,
+        *,
+        catalog: Catalog | None = None,
+        stage: str | None = None,
+        lease_seconds: float = 90.0,
+    ) -> System:
+        sqs = cast("SQSClient", clients.client("sqs"))
+        queue_url = sqs.create_queue(QueueName=f"refresh-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+        return cls(
+            clock=clock,
+            clients=clients,
+            table=table,
+            # A stage of its own: a moto server outlives a test, secret names must not collide.
+            tokens=TokenStore(clients.secretsmanager, stage=stage or f"r{uuid.uuid4().hex[:10]}"),
+            # One due shard: a sweep is one Query instead of 16 (sharding is the stores' own test).
+            connections=ConnectionStore(table, clock=clock, due_shards=1),
+            catalog=catalog or Catalog.load(environ={}),
+            queue_url=queue_url,
+            lease_seconds=lease_seconds,
+        )
+
+    @property
+    def manual_clock(self) -> ManualClock:
+        assert isinstance(self.clock, ManualClock)
+        return self.clock
+
+    @property
+    def sqs(self) -> SQSClient:
+        return cast("SQSClient", self.clients.client("sqs"))
+
+    # --- collaborators ---------------------------------------------------------------------------
+
+    def resolve(self, name: str) -> Provider:
+        return self.providers[name]
+
+    def entry(self, name: str) -> CatalogEntry:
+        provider = self.providers.get(name)
+        entry = getattr(provider, "entry", None)
+        return entry if isinstance(entry, CatalogEntry) else self.catalog.get(name)
+
+    def engine(self, **overrides: Any) -> RefreshEngine:
+        options: dict[str, Any] = {
+            "tokens": self.tokens,
+            "connections": self.connections,
+            "providers": self.resolve,
+            "events": self.events,
+            "clock": self.clock,
+            "metrics": self.metrics,
+            "lease_seconds": self.lease_seconds,
+            "rng": self.rng,
+        }
+        options.update(overrides)
+        return RefreshEngine(**options)
+
+    def vending(self, *, wait_seconds: float = 2.0, **engine_overrides: Any) -> VendingService:
+        return VendingService(
+            tokens=self.tokens,
+            connections=self.connections,
+            refresher=self.engine(**engine_overrides),
+            clock=self.clock,
+            wait_seconds=wait_seconds,
+            events=self.events,
+        )
+
+    def sweeper(self) -> Sweeper:
+        return Sweeper(connections=self.connections, sqs=self.sqs, queue_url=self.queue_url, clock=self.clock)
+
+    # --- state -----------------------------------------------------------------------------------
+
+    def seed(
+        self,
+        key: ConnectionKey,
+        token: TokenSet,
+        *,
+        login: PasswordLogin | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> StoredToken:
+        """A connection as the connect flow leaves it: item first, then the secret."""
+        ttl = self.entry(key.provider).refresh_token_ttl
+        refresh_expires_at = token.obtained_at + ttl if ttl else None
+        connection = self.connections.save_connected(
+            key,
+            expires_at=token.expires_at,
+            refresh_expires_at=refresh_expires_at,
+            next_refresh_at=next_refresh_at(token.expires_at, token.obtained_at, refresh_expires_at, self.clock.now()),
+            metadata=metadata or {},
+            scopes=token.scopes,
+        )
+        stored = StoredToken(token, connection.generation, metadata=dict(metadata or {}), login=login)
+        self.tokens.put(key, stored)
+        self.seeded.append(key)
+        return stored
+
+    def item(self, key: ConnectionKey) -> Connection:
+        connection = self.connections.get(key)
+        assert connection is not None, f"no item for {key}"
+        return connection
+
+    def secret(self, key: ConnectionKey) -> StoredToken:
+        return self.tokens.get(key)
+
+    def advance_to_due(self, key: ConnectionKey) -> None:
+        due = self.item(key).next_refresh_at
+        assert due is not None
+        self.manual_clock.advance(max(0.0, due - self.clock.now()) + 1)
+
+    def events_of(self, type_: EventType, key: ConnectionKey | None = None) -> list[DomainEvent]:
+        return [
+            e
+            for e in self.events.of_type(type_)
+            if key is None or (e.provider, e.connection_id) == (key.provider, key.connection_id)
+        ]
+
+    # --- the schedule ----------------------------------------------------------------------------
+
+    def run_schedule(self, seconds: float, *, sweep_every: float = SWEEP_EVERY) -> ScheduleLog:
+        """Play ``seconds`` of schedule: sweep, then hand every queued message to the worker handler.
+
+        Sweeps that cannot find anything are skipped arithmetically (still counted): when none of
+        the connections this system seeded falls due within the sweep's horizon at a tick, the
+        clock jumps to the first tick where one does. A skipped sweep is one whose Query returns
+        nothing, so the outcome is the same, only faster.
+        """
+        module = refresh_function()
+        worker = _RecordingWorker(self.engine())
+        module.use_services(module.Services(worker=worker, events=self.events, sweeper=self.sweeper()))
+        log = ScheduleLog()
+        end = self.clock.now() + seconds
+        try:
+            while self.clock.now() < end:
+                idle = self._idle_ticks(sweep_every, end)
+                if idle:
+                    log.sweeps += idle
+                    self.manual_clock.advance(idle * sweep_every)
+                    continue
+                module.sweep_handler({}, LambdaContext())
+                log.sweeps += 1
+                for batch in self._drain():
+                    log.messages += len(batch)
+                    answer = module.worker_handler(_sqs_event(batch), LambdaContext())
+                    log.failed_records += len(answer.get("batchItemFailures", []))
+                self.manual_clock.advance(sweep_every)
+        finally:
+            module.use_services(None)
+        log.outcomes = worker.outcomes
+        return log
+
+    def _idle_ticks(self, sweep_every: float, end: float) -> int:
+        """How many sweeps from now on would find none of the seeded connections due."""
+        now = self.clock.now()
+        due_times = []
+        for key in self.seeded:
+            connection = self.connections.get(key)
+            if connection is not None and connection.is_active and connection.next_refresh_at is not None:
+                due_times.append(connection.next_refresh_at)
+        horizon = DEFAULT_HORIZON
+        first_due = min(due_times, default=math.inf)
+        if first_due <= now + horizon:
+            return 0
+        ticks_left = math.ceil((end - now) / sweep_every)
+        if math.isinf(first_due):
+            return ticks_left
+        ticks_to_due = math.ceil((first_due - horizon - now) / sweep_every)
+        return max(0, min(ticks_left, ticks_to_due))
+
+    def _drain(self) -> Iterator[list[dict[str, Any]]]:
+        """Every queued message, in batches of 10. Failed records are deleted too: the sweep
+        re-enqueues what is still due, which is what SQS redelivery amounts to here."""
+        for _ in range(1000):
+            answer = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+            messages = answer.get("Messages", [])
+            if not messages:
+                return
+            yield cast("list[dict[str, Any]]", messages)
+            for message in messages:
+                self.sqs.delete_message(QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+class _RecordingWorker(RefreshWorker):
+    """The real worker, noting each outcome for the test."""
+
+    def __init__(self, engine: RefreshEngine) -> None:
+        super().__init__(engine)
+        self.outcomes: list[str] = []
+
+    def handle(self, body: str) -> Any:
+        result = super().handle(body)
+        self.outcomes.append("gone" if result is None else str(result.outcome))
+        return result
+
+
+_message_ids = itertools.count(1)
+
+
+def _sqs_event(messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "Records": [
+            {
+                "messageId": message.get("MessageId") or f"m-{next(_message_ids)}",
+                "receiptHandle": message["ReceiptHandle"],
+                "body": message["Body"],
+                "attributes": {"ApproximateReceiveCount": "1"},
+                "messageAttributes": {},
+                "md5OfBody": message.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:refresh",
+                "awsRegion": "us-east-1",
+            }
+            for message in messages
+        ]
+    }
+
+
+def public_json(value: object) -> str:
+    """``value`` as the JSON a log scan compares against (default=str for odd types)."""
+    return json.dumps(value, default=str, sort_keys=True)
