@@ -1,0 +1,54 @@
+"""AWS calls per refresh, counted through botocore's before-call hook (not estimated).
+
+Budget (design.md): a scheduled refresh costs at most 4 AWS calls plus the provider call.
+"""
+
+from __future__ import annotations
+
+from tokenbroker.aws import AwsCallCounter, AwsClients
+from tokenbroker.errors import TransientProviderError
+from tokenbroker.keys import ConnectionKey
+from tokenbroker.refresh import RefreshOutcome
+
+from infra.sandboxes import WorksectionSandbox
+from tests.integration.refresh.harness import WS_EMAIL, Rig, ScriptedProvider, token_from_answer
+
+KEY = ConnectionKey("worksection", "counted")
+
+
+def test_scheduled_refresh_costs_four_aws_calls(
+    sandboxed: Rig, aws_clients: AwsClients, worksection: WorksectionSandbox
+) -> None:
+    rig = sandboxed
+    rig.seed(KEY, token_from_answer(worksection.issue_tokens(WS_EMAIL), rig.clock.now()))
+    rig.advance_to_due(KEY)
+    engine = rig.engine()
+    with AwsCallCounter(aws_clients) as counter:
+        assert engine.refresh(KEY).outcome is RefreshOutcome.REFRESHED
+    assert counter.by_service == {
+        "dynamodb.UpdateItem": 2,  # acquire (+ attempt), commit (+ release)
+        "secretsmanager.GetSecretValue": 1,  # re-read under the lease
+        "secretsmanager.PutSecretValue": 1,  # persist first
+    }
+    assert counter.total == 4
+    assert worksection.calls["refresh"] == 1  # plus the one provider call
+
+
+def test_other_paths(rig: Rig, aws_clients: AwsClients) -> None:
+    provider = ScriptedProvider("worksection", rig.clock)
+    rig.providers["worksection"] = provider
+    rig.seed(KEY, provider.issue())
+    engine = rig.engine()
+    with AwsCallCounter(aws_clients) as counter:  # duplicate message, not due: acquire + release
+        assert engine.refresh(KEY).outcome is RefreshOutcome.NOT_NEEDED
+    assert counter.by_service == {"dynamodb.UpdateItem": 2}
+
+    with AwsCallCounter(aws_clients) as counter:  # a vend's predicate: the secret is read
+        assert engine.refresh(KEY, reason="vend", should_refresh=lambda s: False).outcome is RefreshOutcome.NOT_NEEDED
+    assert counter.by_service == {"dynamodb.UpdateItem": 2, "secretsmanager.GetSecretValue": 1}
+
+    rig.advance_to_due(KEY)
+    provider.failures.append(TransientProviderError("down", provider="worksection", status=503))
+    with AwsCallCounter(aws_clients) as counter:  # transient: acquire, read, record_failure
+        assert engine.refresh(KEY).outcome is RefreshOutcome.TRANSIENT_FAILURE
+    assert counter.by_service == {"dynamodb.UpdateItem": 2, "secretsmanager.GetSecretValue": 1}

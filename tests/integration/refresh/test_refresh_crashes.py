@@ -1,0 +1,310 @@
+"""Crashes and lost leases: a rotated refresh token is never lost silently and never used twice.
+
+What each test measures is said in its docstring; these are the numbers the refresh report quotes.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from tokenbroker.errors import ReauthorizationRequired
+from tokenbroker.events import EventType
+from tokenbroker.keys import ConnectionKey
+from tokenbroker.models import ConnectionStatus, PasswordLogin, StoredToken
+from tokenbroker.providers import Provider
+from tokenbroker.refresh import RefreshOutcome, RefreshResult
+from tokenbroker.stores import TokenStore
+from tokenbroker.tokens import TokenSet
+
+from infra.sandboxes import WorklySandbox, WorksectionSandbox
+from tests.integration.refresh.harness import (
+    WORKLY_EMAIL,
+    WORKLY_PASSWORD,
+    WS_EMAIL,
+    CrashingConnectionStore,
+    CrashingTokenStore,
+    Rig,
+    ScriptedProvider,
+    SimulatedCrash,
+    token_from_answer,
+)
+
+WS_KEY = ConnectionKey("worksection", "crash-ws")
+WORKLY_KEY = ConnectionKey("workly", "crash-workly")
+SCRIPTED_KEY = ConnectionKey("worksection", "scripted")
+LEASE = 90.0
+
+
+def seed_worksection(rig: Rig, sandbox: WorksectionSandbox) -> None:
+    rig.seed(WS_KEY, token_from_answer(sandbox.issue_tokens(WS_EMAIL), rig.clock.now()))
+
+
+def seed_scripted(rig: Rig) -> ScriptedProvider:
+    provider = ScriptedProvider("worksection", rig.clock)
+    rig.providers["worksection"] = provider
+    rig.seed(SCRIPTED_KEY, provider.issue())
+    rig.advance_to_due(SCRIPTED_KEY)
+    return provider
+
+
+# --- crash after the provider answered, before the secret write ----------------------------------
+
+
+def test_crash_before_the_write_loses_the_rotated_token(sandboxed: Rig, worksection: WorksectionSandbox) -> None:
+    """Measured: the provider rotated (1 refresh performed), the answer died with the process. Until
+    the lease expires other runs are `contended`; then the next run retries the interrupted attempt
+    with the only refresh token we have, which rotation killed: dead grant -> needs_reauth, reported
+    as interrupted. Nothing can do better: the secret write *is* the first durable place."""
+    rig = sandboxed
+    seed_worksection(rig, worksection)
+    rig.advance_to_due(WS_KEY)
+    crashing = rig.engine(tokens=CrashingTokenStore(rig.tokens))
+    with pytest.raises(SimulatedCrash):
+        crashing.refresh(WS_KEY)
+    assert worksection.refreshes == 1
+    item = rig.item(WS_KEY)
+    assert item.lease is not None and item.attempt is not None and item.attempt.generation == 1
+    assert rig.tokens.get(WS_KEY).generation == 1
+
+    assert rig.engine().refresh(WS_KEY).outcome is RefreshOutcome.CONTENDED
+    rig.clock.advance(LEASE + 1)
+    result = rig.engine().refresh(WS_KEY)
+    assert result.outcome is RefreshOutcome.NEEDS_REAUTH
+    assert result.interrupted
+    assert rig.metrics.total("RefreshInterrupted", provider="worksection") == 1
+    [event] = rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
+    assert event.reason is not None and event.reason.endswith("interrupted")
+    assert worksection.refreshes == 1  # the retry was refused: the old token was used once only
+
+
+def test_crash_before_the_write_recovers_with_a_stored_login(sandboxed: Rig, workly: WorklySandbox) -> None:
+    rig = sandboxed
+    token = rig.providers["workly"].password_grant(username=WORKLY_EMAIL, password=WORKLY_PASSWORD)
+    rig.seed(WORKLY_KEY, token, login=PasswordLogin(WORKLY_EMAIL, WORKLY_PASSWORD))
+    rig.advance_to_due(WORKLY_KEY)
+    with pytest.raises(SimulatedCrash):
+        rig.engine(tokens=CrashingTokenStore(rig.tokens)).refresh(WORKLY_KEY)
+    rig.clock.advance(LEASE + 1)
+    result = rig.engine().refresh(WORKLY_KEY)
+    assert result.outcome is RefreshOutcome.REAUTHENTICATED and result.interrupted
+    assert rig.tokens.get(WORKLY_KEY).generation == 2
+    assert rig.item(WORKLY_KEY).attempt is None
+
+
+class FlakyTokenStore(TokenStore):
+    """``put`` fails with a network error the first ``failures`` times, then writes."""
+
+    def __init__(self, inner: TokenStore, failures: int) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.failures = failures
+        self.puts = 0
+
+    def put(self, key: ConnectionKey, stored: StoredToken, *, restore_deleted: bool = False) -> str:
+        self.puts += 1
+        if self.failures > 0:
+            self.failures -= 1
+            raise EndpointConnectionError(endpoint_url="https://secretsmanager.invalid")
+        return super().put(key, stored, restore_deleted=restore_deleted)
+
+
+def test_a_failing_secret_write_is_retried_until_it_lands(rig: Rig) -> None:
+    seed_scripted(rig)
+    store = FlakyTokenStore(rig.tokens, failures=3)
+    started = rig.clock.now()
+    result = rig.engine(tokens=store).refresh(SCRIPTED_KEY)
+    assert result.outcome is RefreshOutcome.REFRESHED
+    assert store.puts == 4
+    assert rig.clock.now() - started == pytest.approx(0.25 + 0.5 + 1.0)  # backoff between tries
+    assert rig.tokens.get(SCRIPTED_KEY).generation == 2 and rig.item(SCRIPTED_KEY).generation == 2
+
+
+def test_a_secret_write_that_never_lands_keeps_the_attempt_visible(rig: Rig) -> None:
+    provider = seed_scripted(rig)
+    store = FlakyTokenStore(rig.tokens, failures=100)
+    with pytest.raises(EndpointConnectionError):
+        rig.engine(tokens=store).refresh(SCRIPTED_KEY)
+    assert store.puts == 5
+    assert rig.metrics.total("TokenWriteLost", provider="worksection") == 1
+    item = rig.item(SCRIPTED_KEY)
+    assert item.attempt is not None and item.lease is not None  # not released: the next run knows
+    rig.clock.advance(LEASE + 1)
+    again = rig.engine().refresh(SCRIPTED_KEY)
+    assert again.outcome is RefreshOutcome.REFRESHED and again.interrupted
+    assert provider.refresh_calls == 2
+
+
+# --- crash after the secret write, before the item commit ----------------------------------------
+
+
+def test_crash_after_the_write_is_reconciled_without_a_provider_call(
+    sandboxed: Rig, worksection: WorksectionSandbox
+) -> None:
+    """Measured: the secret holds generation 2 (valid, vendable at once), the item still says 1.
+    The next run commits the item from the secret: 0 provider calls, the rotated token kept."""
+    rig = sandboxed
+    seed_worksection(rig, worksection)
+    rig.advance_to_due(WS_KEY)
+    with pytest.raises(SimulatedCrash):
+        rig.engine(connections=CrashingConnectionStore(rig.connections)).refresh(WS_KEY)
+    written = rig.tokens.get(WS_KEY)
+    assert written.generation == 2 and rig.item(WS_KEY).generation == 1
+    assert worksection.refreshes == 1
+
+    rig.clock.advance(LEASE + 1)
+    result = rig.engine().refresh(WS_KEY)
+    assert result.outcome is RefreshOutcome.NOT_NEEDED
+    assert result.reconciled and result.interrupted
+    assert worksection.refreshes == 1 and worksection.calls["refresh"] == 1
+    item = rig.item(WS_KEY)
+    assert item.generation == 2 and item.lease is None and item.attempt is None
+    assert item.expires_at == written.token.expires_at
+    assert item.refresh_expires_at == written.token.obtained_at + 30 * 86400
+    assert rig.metrics.total("RefreshReconciled", provider="worksection") == 1
+    # And it keeps refreshing normally from the reconciled token.
+    rig.advance_to_due(WS_KEY)
+    assert rig.engine().refresh(WS_KEY).outcome is RefreshOutcome.REFRESHED
+    assert rig.tokens.get(WS_KEY).generation == 3
+
+
+def test_reconcile_then_refresh_when_the_caller_still_needs_it(rig: Rig) -> None:
+    provider = seed_scripted(rig)
+    with pytest.raises(SimulatedCrash):
+        rig.engine(connections=CrashingConnectionStore(rig.connections)).refresh(SCRIPTED_KEY)
+    rig.clock.advance(LEASE + 1)
+    # A vend that wants a token newer than generation 2 (e.g. its consumer was refused generation 2).
+    result = rig.engine().refresh(SCRIPTED_KEY, reason="vend", should_refresh=lambda s: s.generation <= 2)
+    assert result.outcome is RefreshOutcome.REFRESHED and result.generation == 3
+    assert provider.refresh_calls == 2
+    assert rig.item(SCRIPTED_KEY).generation == 3
+
+
+# --- a lease that expires mid-refresh -----------------------------------------------------------
+
+
+def test_stalled_worker_cannot_clobber_the_takeover(rig: Rig) -> None:
+    """A stalls after the provider answered; its lease expires; B refreshes to generation 2. A's
+    write of generation 2 carries the same ClientRequestToken with other content: Secrets Manager
+    refuses it (GenerationConflict) and B's token stays."""
+    provider = seed_scripted(rig)
+    results: dict[str, RefreshResult] = {}
+
+    def takeover(_answer: TokenSet) -> None:
+        provider.on_answer = None  # only A stalls
+        rig.clock.advance(LEASE + 1)
+        results["B"] = rig.engine().refresh(SCRIPTED_KEY)
+
+    provider.on_answer = takeover
+    results["A"] = rig.engine().refresh(SCRIPTED_KEY)
+
+    assert results["B"].outcome is RefreshOutcome.REFRESHED and results["B"].generation == 2
+    assert results["A"].outcome is RefreshOutcome.NOT_NEEDED
+    b_token = results["B"].stored
+    assert b_token is not None
+    current = rig.tokens.get(SCRIPTED_KEY)
+    assert current == b_token and results["A"].stored == b_token
+    assert rig.item(SCRIPTED_KEY).generation == 2 and rig.item(SCRIPTED_KEY).lease is None
+    assert rig.metrics.total("TokenWriteConflict", provider="worksection") == 1
+    assert len(rig.events.of_type(EventType.TOKEN_REFRESHED)) == 1
+
+
+def test_stalled_worker_writes_first_and_the_takeover_adopts_it(rig: Rig) -> None:
+    """A and B both hold an answer; A (lease expired) writes generation 2 first, its commit is
+    refused (LeaseLost) but its token is durable (refreshed, committed=False). B's write of the
+    same generation conflicts; B still holds the lease, so it commits the item from A's secret.
+    One token wins everywhere; nobody overwrites anybody."""
+    provider = seed_scripted(rig)
+    gates = {name: (threading.Event(), threading.Event()) for name in ("A", "B")}
+
+    def stall(_answer: TokenSet) -> None:
+        answered, go = gates[threading.current_thread().name]
+        answered.set()
+        assert go.wait(10)
+
+    provider.on_answer = stall
+    results: dict[str, Any] = {}
+
+    def run(name: str) -> None:
+        try:
+            results[name] = rig.engine().refresh(SCRIPTED_KEY)
+        except BaseException as error:  # surfaced by the asserts below
+            results[name] = error
+
+    a = threading.Thread(target=run, args=("A",), name="A")
+    a.start()
+    assert gates["A"][0].wait(10)
+    rig.clock.advance(LEASE + 1)
+    b = threading.Thread(target=run, args=("B",), name="B")
+    b.start()
+    assert gates["B"][0].wait(10)
+    gates["A"][1].set()
+    a.join(10)
+    gates["B"][1].set()
+    b.join(10)
+
+    result_a, result_b = results["A"], results["B"]
+    assert isinstance(result_a, RefreshResult) and isinstance(result_b, RefreshResult), results
+    assert result_a.outcome is RefreshOutcome.REFRESHED and not result_a.committed
+    assert result_b.outcome is RefreshOutcome.NOT_NEEDED and result_b.reconciled
+    current = rig.tokens.get(SCRIPTED_KEY)
+    assert current == result_a.stored == result_b.stored
+    assert current.token.access_token.startswith("scripted-access-000002")  # A's answer (seed was 1)
+    item = rig.item(SCRIPTED_KEY)
+    assert item.generation == 2 and item.lease is None and item.expires_at == current.token.expires_at
+    assert provider.refresh_calls == 2
+    assert rig.metrics.total("RefreshCommitLost", provider="worksection") == 1
+
+
+class BeforeCall(Provider):
+    """Runs ``hook`` once before delegating a refresh (a worker stalled before its provider call)."""
+
+    def __init__(self, inner: Provider, hook: Any) -> None:
+        self.name = inner.name
+        self._inner = inner
+        self._hook = hook
+
+    def refresh(self, token: TokenSet) -> TokenSet:
+        hook, self._hook = self._hook, None
+        if hook is not None:
+            hook()
+        return self._inner.refresh(token)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def authorization_url(self, **kwargs: Any) -> str:  # type: ignore[override]
+        return self._inner.authorization_url(**kwargs)
+
+    def exchange_code(self, **kwargs: Any) -> TokenSet:  # type: ignore[override]
+        return self._inner.exchange_code(**kwargs)
+
+    def password_grant(self, **kwargs: Any) -> TokenSet:  # type: ignore[override]
+        return self._inner.password_grant(**kwargs)
+
+
+def test_stalled_worker_with_rotation_sees_the_takeover(sandboxed: Rig, worksection: WorksectionSandbox) -> None:
+    """Rotating provider: A stalls before its call, B takes over and rotates. A's old refresh token
+    is dead; A re-reads, sees generation 2 and answers not_needed (no needs_reauth, no event)."""
+    rig = sandboxed
+    seed_worksection(rig, worksection)
+    rig.advance_to_due(WS_KEY)
+    seeded = rig.tokens.get(WS_KEY)
+    real = rig.providers["worksection"]
+    b_result: list[RefreshResult] = []
+
+    def takeover() -> None:
+        rig.providers["worksection"] = real
+        rig.clock.advance(LEASE + 1)
+        b_result.append(rig.engine().refresh(WS_KEY))
+
+    rig.providers["worksection"] = BeforeCall(real, takeover)
+    a_result = rig.engine().refresh(WS_KEY)
+    assert b_result[0].outcome is RefreshOutcome.REFRESHED
+    assert a_result.outcome is RefreshOutcome.NOT_NEEDED and a_result.generation == 2
+    assert worksection.calls["refresh"] == 2 and worksection.refreshes == 1
+    assert rig.tokens.get(WS_KEY).status is ConnectionStatus.ACTIVE
+    assert not rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
+    with pytest.raises(ReauthorizationRequired):  # the token A used really was dead
+        real.refresh(seeded.token)

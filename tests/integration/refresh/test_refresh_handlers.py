@@ -1,0 +1,162 @@
+"""functions/refresh/app.py through real SQS event shapes (messages received from moto's queue)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from types import ModuleType
+from typing import Any
+
+import pytest
+from tokenbroker.aws import AwsCallCounter, AwsClients
+from tokenbroker.keys import ConnectionKey
+from tokenbroker.models import StoredToken
+from tokenbroker.sweep import BatchingEventSink, RefreshMessage, RefreshWorker, Sweeper
+
+from tests.integration.refresh.harness import Rig, ScriptedProvider
+from tests.support.handlers import load_function
+
+REGION = "us-east-1"
+
+
+@dataclass(frozen=True, slots=True)
+class FakeContext:
+    function_name: str = "RefreshWorkerFunction"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:RefreshWorkerFunction"
+    aws_request_id: str = "11111111-2222-3333-4444-555555555555"
+    remaining_ms: int = 60_000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def app() -> Any:
+    module: ModuleType = load_function("refresh")
+    yield module
+    module.use_services(None)
+
+
+@pytest.fixture
+def sqs(aws_clients: AwsClients) -> Any:
+    return aws_clients.client("sqs")
+
+
+@pytest.fixture
+def queue_url(sqs: Any) -> str:
+    return str(sqs.create_queue(QueueName="refresh-queue")["QueueUrl"])
+
+
+def sqs_event(sqs: Any, queue_url: str) -> dict[str, Any]:
+    """What Lambda's event source mapping hands the worker, built from messages really received."""
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    answer = sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"], MessageAttributeNames=["All"]
+    )
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": REGION,
+            }
+            for m in answer.get("Messages", [])
+        ]
+    }
+
+
+def test_worker_reports_exactly_the_poison_messages(app: Any, rig: Rig, sqs: Any, queue_url: str) -> None:
+    provider = ScriptedProvider("worksection", rig.clock)
+    rig.providers["worksection"] = provider
+    keys = [ConnectionKey("worksection", f"w{n}") for n in range(3)]
+    for key in keys:
+        rig.seed(key, provider.issue())
+    rig.clock.advance(0.9 * 86_400 + 1)
+    app.use_services(app.Services(worker=RefreshWorker(rig.engine()), events=rig.events))
+
+    for key in keys:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=RefreshMessage(key, rig.clock.now()).to_body())
+    poison = sqs.send_message(QueueUrl=queue_url, MessageBody="{not json")["MessageId"]
+    # A connection whose provider nobody can build: an unexpected error, not a refresh outcome.
+    broken_key = ConnectionKey("brokenprovider", "b1")
+    rig.connections.save_connected(broken_key, expires_at=0, refresh_expires_at=None, next_refresh_at=0)
+    rig.tokens.put(broken_key, _stored(provider, broken_key, rig))
+    broken = sqs.send_message(QueueUrl=queue_url, MessageBody=RefreshMessage(broken_key, 0).to_body())["MessageId"]
+    gone = RefreshMessage(ConnectionKey("worksection", "never-connected"), 0).to_body()
+    sqs.send_message(QueueUrl=queue_url, MessageBody=gone)
+
+    event = sqs_event(sqs, queue_url)
+    assert len(event["Records"]) == 6
+    answer = app.worker_handler(event, FakeContext())
+    assert sorted(f["itemIdentifier"] for f in answer["batchItemFailures"]) == sorted([poison, broken])
+    assert provider.refresh_calls == 3
+    assert all(rig.tokens.get(key).generation == 2 for key in keys)
+    # The broken connection's lease was released (the error came before any provider call).
+    broken_item = rig.connections.get(broken_key)
+    assert broken_item is not None and broken_item.lease is None
+
+
+def _stored(provider: ScriptedProvider, key: ConnectionKey, rig: Rig) -> StoredToken:
+    """An expired token (so the scheduled rule wants to refresh it)."""
+    connection = rig.connections.get(key)
+    assert connection is not None
+    token = replace(provider.issue(), expires_at=int(rig.clock.now()) - 10)
+    return StoredToken(token, connection.generation)
+
+
+def test_worker_batch_publishes_events_in_one_put_events(
+    app: Any, rig: Rig, aws_clients: AwsClients, sqs: Any, queue_url: str
+) -> None:
+    events_client = aws_clients.client("events")
+    events_client.create_event_bus(Name="tokenbroker-test")
+    sink = BatchingEventSink(events_client, "tokenbroker-test")  # type: ignore[arg-type]
+    provider = ScriptedProvider("worksection", rig.clock)
+    rig.providers["worksection"] = provider
+    keys = [ConnectionKey("worksection", f"e{n}") for n in range(10)]
+    for key in keys:
+        rig.seed(key, provider.issue())
+    rig.clock.advance(0.9 * 86_400 + 1)
+    app.use_services(app.Services(worker=RefreshWorker(rig.engine(events=sink)), events=sink))
+    for key in keys:
+        sqs.send_message(QueueUrl=queue_url, MessageBody=RefreshMessage(key, rig.clock.now()).to_body())
+    event = sqs_event(sqs, queue_url)
+    with AwsCallCounter(aws_clients) as counter:
+        answer = app.worker_handler(event, FakeContext())
+    assert answer["batchItemFailures"] == []
+    calls = counter.by_service
+    assert calls["events.PutEvents"] == 1
+    # Per refresh: acquire+attempt, read, write, commit.
+    assert calls["dynamodb.UpdateItem"] == 20
+    assert calls["secretsmanager.GetSecretValue"] == 10 and calls["secretsmanager.PutSecretValue"] == 10
+    assert counter.total == 41
+
+
+def test_sweep_handler_enqueues_due_connections(app: Any, rig: Rig, sqs: Any, queue_url: str) -> None:
+    for n in range(12):
+        rig.connections.save_connected(
+            ConnectionKey("workly", f"s{n}"),
+            expires_at=rig.clock.now() + 3600,
+            refresh_expires_at=None,
+            next_refresh_at=rig.clock.now() - n,
+        )
+    sweeper = Sweeper(connections=rig.connections, sqs=sqs, queue_url=queue_url, clock=rig.clock)
+    app.use_services(app.Services(worker=RefreshWorker(rig.engine()), events=rig.events, sweeper=sweeper))
+    scheduler_event = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}}
+    assert app.sweep_handler(scheduler_event, FakeContext()) == {"enqueued": 12, "failed": 0, "truncated": False}
+    # Out of time: nothing sent, the next run takes it.
+    assert app.sweep_handler(scheduler_event, FakeContext(remaining_ms=2_000))["truncated"] is True
+    bodies = [json.loads(r["body"]) for r in sqs_event(sqs, queue_url)["Records"]]
+    assert len(bodies) == 10 and {b["provider"] for b in bodies} == {"workly"}
+
+
+def test_sweep_handler_without_a_queue_fails_loudly(app: Any, rig: Rig) -> None:
+    app.use_services(app.Services(worker=RefreshWorker(rig.engine()), events=rig.events))
+    with pytest.raises(RuntimeError, match="REFRESH_QUEUE_URL"):
+        app.sweep_handler({}, FakeContext())
