@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -197,13 +198,16 @@ class BatchingEventSink:
         self._client = client
         self._bus_name = bus_name
         self._pending: list[DomainEvent] = []
+        self._lock = threading.Lock()  # the local stack runs workers on threads
 
     def publish(self, event: DomainEvent) -> None:
-        self._pending.append(event)
+        with self._lock:
+            self._pending.append(event)
 
     def flush(self) -> int:
         """Publish what was collected; returns how many events the bus accepted."""
-        pending, self._pending = self._pending, []
+        with self._lock:
+            pending, self._pending = self._pending, []
         accepted = 0
         for start in range(0, len(pending), MAX_BATCH):
             chunk = pending[start : start + MAX_BATCH]

@@ -160,3 +160,35 @@ def test_sweep_handler_without_a_queue_fails_loudly(app: Any, rig: Rig) -> None:
     app.use_services(app.Services(worker=RefreshWorker(rig.engine()), events=rig.events))
     with pytest.raises(RuntimeError, match="REFRESH_QUEUE_URL"):
         app.sweep_handler({}, FakeContext())
+
+
+def test_handlers_build_their_collaborators_from_the_environment(
+    app: Any, table: Any, queue_url: str, aws_clients: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No injection: Settings from the environment, wiring.Runtime, a batching event sink."""
+    sqs = aws_clients.client("sqs")
+    aws_clients.client("events").create_event_bus(Name="tokenbroker-env")
+    monkeypatch.setenv("TABLE_NAME", table.name)
+    monkeypatch.setenv("STAGE", "test")
+    monkeypatch.setenv("REFRESH_QUEUE_URL", queue_url)
+    monkeypatch.setenv("EVENT_BUS_NAME", "tokenbroker-env")
+    monkeypatch.setenv("SWEEP_HORIZON_SECONDS", "60")
+    app.use_services(None)
+    from tokenbroker.clock import SystemClock  # noqa: PLC0415
+    from tokenbroker.stores import ConnectionStore  # noqa: PLC0415
+
+    store = ConnectionStore(table, clock=SystemClock())
+    now = SystemClock().now()
+    store.save_connected(
+        ConnectionKey("workly", "env-due"), expires_at=now + 30, refresh_expires_at=None, next_refresh_at=now + 30
+    )
+    store.save_connected(
+        ConnectionKey("workly", "env-later"), expires_at=now + 900, refresh_expires_at=None, next_refresh_at=now + 90
+    )
+    assert app.sweep_handler({}, FakeContext())["enqueued"] == 1  # horizon 60 s from the environment
+    services = app.services()
+    assert isinstance(services.events, BatchingEventSink)
+    # A message for a connection that is not due: handled (not_needed), nothing fails.
+    event = sqs_event(sqs, queue_url)
+    event["Records"][0]["body"] = RefreshMessage(ConnectionKey("workly", "env-later"), now).to_body()
+    assert app.worker_handler(event, FakeContext()) == {"batchItemFailures": []}
