@@ -49,9 +49,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# sam build (no Docker; reused while its inputs are unchanged), then every built function is
+# imported, initialised and invoked with only its code and the built layer on sys.path.
 templates: $(STAMP)
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/sam validate --lint --template-file template.yaml
+	$(PY) -m tests.template.buildcheck
 
 $(OIDC_DEPS): $(OIDC_PEER)/package-lock.json
 	@command -v npm >/dev/null || { echo "npm (Node.js 20+) is needed for the oidc-provider peer tests"; exit 1; }
