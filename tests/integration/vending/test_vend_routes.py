@@ -4,7 +4,10 @@ the Worksection sandbox behind it."""
 from __future__ import annotations
 
 import hashlib
+import io
+import logging
 from types import ModuleType
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -15,6 +18,7 @@ from tokenbroker.errors import ConnectionNotFound
 from tokenbroker.events import EventType
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import ConnectionStatus
+from tokenbroker.observability import logger
 
 from tests.integration.vending.stack import DAY, RETURN_BASE, Stack
 from tests.unit.vending.apigw import API_DOMAIN, LambdaContext, iam_event, invoke
@@ -244,3 +248,27 @@ def test_a_minute_old_day_token_is_not_refreshed_by_the_max_min_ttl(stack: Stack
     answer = invoke(vend_handler, iam_event("GET", TOKEN_PATH, query={"min_ttl": "86400"}))
     assert answer.status == 200
     assert stack.worksection.calls["refresh"] == 0
+
+
+def test_no_token_reaches_the_logs(stack: Stack, vend_handler: ModuleType) -> None:
+    powertools_logger: Any = logger  # Powertools' Logger proxies the standard handler methods
+    stream = io.StringIO()
+    capture = logging.StreamHandler(stream)
+    capture.setFormatter(powertools_logger.registered_formatter)  # the production, redacting one
+    powertools_logger.addHandler(capture)
+    try:
+        seeded = stack.seed("acme-1", expires_in=30)
+        vended = invoke(vend_handler, iam_event("GET", TOKEN_PATH)).json
+        rejected = {"rejected_token_sha256": sha(vended["access_token"])}
+        assert invoke(vend_handler, iam_event("POST", TOKEN_PATH + "/refresh", json_body=rejected)).status == 200
+        mistake = {"rejected_token": vended["access_token"]}  # a caller sending the token itself
+        assert invoke(vend_handler, iam_event("POST", TOKEN_PATH + "/refresh", json_body=mistake)).status == 400
+    finally:
+        powertools_logger.removeHandler(capture)
+    current = stack.tokens.get(KEY).token
+    logged = stream.getvalue()
+    assert "token refreshed" in logged  # the capture works
+    secrets = [seeded.token.access_token, seeded.token.refresh_token, vended["access_token"]]
+    secrets += [current.access_token, current.refresh_token]
+    for secret in secrets:
+        assert secret is not None and secret not in logged
