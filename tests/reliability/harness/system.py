@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
+from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
+from botocore.exceptions import ClientError
 from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import Clock, ManualClock
 from tokenbroker.events import DomainEvent, EventType, MemorySink
@@ -242,16 +244,17 @@ class System:
 
     # --- the schedule ----------------------------------------------------------------------------
 
-    def run_schedule(self, seconds: float, *, sweep_every: float = SWEEP_EVERY) -> ScheduleLog:
+    def run_schedule(self, seconds: float, *, sweep_every: float = SWEEP_EVERY, **engine: Any) -> ScheduleLog:
         """Play ``seconds`` of schedule: sweep, then hand every queued message to the worker handler.
 
         Sweeps that cannot find anything are skipped arithmetically (still counted): when none of
         the connections this system seeded falls due within the sweep's horizon at a tick, the
         clock jumps to the first tick where one does. A skipped sweep is one whose Query returns
-        nothing, so the outcome is the same, only faster.
+        nothing, so the outcome is the same, only faster. ``engine`` overrides collaborators of the
+        worker's engine (a wrapped store, for instance).
         """
         module = refresh_function()
-        worker = _RecordingWorker(self.engine())
+        worker = _RecordingWorker(self.engine(**engine))
         module.use_services(module.Services(worker=worker, events=self.events, sweeper=self.sweeper()))
         log = ScheduleLog()
         end = self.clock.now() + seconds
@@ -266,8 +269,12 @@ class System:
                 log.sweeps += 1
                 for batch in self._drain():
                     log.messages += len(batch)
-                    answer = module.worker_handler(_sqs_event(batch), LambdaContext())
-                    log.failed_records += len(answer.get("batchItemFailures", []))
+                    try:
+                        answer = module.worker_handler(_sqs_event(batch), LambdaContext())
+                    except BatchProcessingError:  # every record failed: the invocation fails, all return
+                        log.failed_records += len(batch)
+                    else:
+                        log.failed_records += len(answer.get("batchItemFailures", []))
                 self.manual_clock.advance(sweep_every)
         finally:
             module.use_services(None)
@@ -313,7 +320,12 @@ class _RecordingWorker(RefreshWorker):
         self.outcomes: list[str] = []
 
     def handle(self, body: str) -> Any:
-        result = super().handle(body)
+        try:
+            result = super().handle(body)
+        except Exception as error:
+            name = "ClientError" if isinstance(error, ClientError) else type(error).__name__
+            self.outcomes.append(f"raised {name}")
+            raise
         self.outcomes.append("gone" if result is None else str(result.outcome))
         return result
 
