@@ -31,7 +31,7 @@ from tokenbroker.providers import AppCredentials, Catalog, CatalogEntry, Provide
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
 from tokenbroker.schedule import next_refresh_at
 from tokenbroker.stores import ConnectionStore, TokenStore
-from tokenbroker.sweep import DEFAULT_HORIZON, RefreshWorker, Sweeper
+from tokenbroker.sweep import DEFAULT_HORIZON, RefreshMessage, RefreshWorker, Sweeper
 from tokenbroker.tokens import TokenSet
 from tokenbroker.vending import VendingService
 
@@ -78,6 +78,7 @@ class ScheduleLog:
     messages: int = 0
     failed_records: int = 0  # records the worker reported as failed (SQS would retry them)
     outcomes: list[str] = field(default_factory=list)
+    by_key: dict[ConnectionKey, list[str]] = field(default_factory=dict)
 
 
 def sandbox_provider(
@@ -278,7 +279,9 @@ class System:
                 self.manual_clock.advance(sweep_every)
         finally:
             module.use_services(None)
-        log.outcomes = worker.outcomes
+        log.outcomes = [outcome for _, outcome in worker.handled]
+        for key, outcome in worker.handled:
+            log.by_key.setdefault(key, []).append(outcome)
         return log
 
     def _idle_ticks(self, sweep_every: float, end: float) -> int:
@@ -317,16 +320,17 @@ class _RecordingWorker(RefreshWorker):
 
     def __init__(self, engine: RefreshEngine) -> None:
         super().__init__(engine)
-        self.outcomes: list[str] = []
+        self.handled: list[tuple[ConnectionKey, str]] = []
 
     def handle(self, body: str) -> Any:
+        key = RefreshMessage.from_body(body).key
         try:
             result = super().handle(body)
         except Exception as error:
             name = "ClientError" if isinstance(error, ClientError) else type(error).__name__
-            self.outcomes.append(f"raised {name}")
+            self.handled.append((key, f"raised {name}"))
             raise
-        self.outcomes.append("gone" if result is None else str(result.outcome))
+        self.handled.append((key, "gone" if result is None else str(result.outcome)))
         return result
 
 
