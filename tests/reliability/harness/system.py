@@ -254,35 +254,45 @@ class System:
         nothing, so the outcome is the same, only faster. ``engine`` overrides collaborators of the
         worker's engine (a wrapped store, for instance).
         """
-        module = refresh_function()
         worker = _RecordingWorker(self.engine(**engine))
-        module.use_services(module.Services(worker=worker, events=self.events, sweeper=self.sweeper()))
         log = ScheduleLog()
         end = self.clock.now() + seconds
+        while self.clock.now() < end:
+            idle = self._idle_ticks(sweep_every, end)
+            if idle:
+                log.sweeps += idle
+                self.manual_clock.advance(idle * sweep_every)
+                continue
+            self._sweep_and_work(worker, log)
+            self.manual_clock.advance(sweep_every)
+        return log
+
+    def sweep_once(self, **engine: Any) -> ScheduleLog:
+        """One sweep and the worker runs it causes, on whatever clock the system has (no advance)."""
+        log = ScheduleLog()
+        self._sweep_and_work(_RecordingWorker(self.engine(**engine)), log)
+        return log
+
+    def _sweep_and_work(self, worker: _RecordingWorker, log: ScheduleLog) -> None:
+        module = refresh_function()
+        module.use_services(module.Services(worker=worker, events=self.events, sweeper=self.sweeper()))
         try:
-            while self.clock.now() < end:
-                idle = self._idle_ticks(sweep_every, end)
-                if idle:
-                    log.sweeps += idle
-                    self.manual_clock.advance(idle * sweep_every)
-                    continue
-                module.sweep_handler({}, LambdaContext())
-                log.sweeps += 1
-                for batch in self._drain():
-                    log.messages += len(batch)
-                    try:
-                        answer = module.worker_handler(_sqs_event(batch), LambdaContext())
-                    except BatchProcessingError:  # every record failed: the invocation fails, all return
-                        log.failed_records += len(batch)
-                    else:
-                        log.failed_records += len(answer.get("batchItemFailures", []))
-                self.manual_clock.advance(sweep_every)
+            module.sweep_handler({}, LambdaContext())
+            log.sweeps += 1
+            for batch in self._drain():
+                log.messages += len(batch)
+                try:
+                    answer = module.worker_handler(_sqs_event(batch), LambdaContext())
+                except BatchProcessingError:  # every record failed: the invocation fails, all return
+                    log.failed_records += len(batch)
+                else:
+                    log.failed_records += len(answer.get("batchItemFailures", []))
         finally:
             module.use_services(None)
         log.outcomes = [outcome for _, outcome in worker.handled]
+        log.by_key = {}
         for key, outcome in worker.handled:
             log.by_key.setdefault(key, []).append(outcome)
-        return log
 
     def _idle_ticks(self, sweep_every: float, end: float) -> int:
         """How many sweeps from now on would find none of the seeded connections due."""
