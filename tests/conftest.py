@@ -18,6 +18,8 @@ from tokenbroker.clock import ManualClock
 
 from tests.support.aws import MotoServer, clients_for, new_table, running, use_fake_aws_environment
 
+pytest_plugins = ["tests.logscan_plugin"]  # fails the run when a secret reaches a log line
+
 use_fake_aws_environment()
 
 
