@@ -12,6 +12,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
+from tests.reliability.harness.localstack import LiveStack, live_stack
 from tests.reliability.harness.results import Row, RowLog, prune_runs, write_rows
 
 _RESULT_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -52,3 +53,10 @@ def _write_rows_at_the_end(request: pytest.FixtureRequest) -> Iterator[None]:
     worker = workerinput["workerid"] if workerinput else "main"
     write_rows(_SESSION_ROWS, run_id=run_id, worker=worker)
     prune_runs()
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    """The local stack (python -m infra.localstack) in a subprocess, once per test process."""
+    with live_stack(tmp_path_factory.mktemp("local-stack")) as running:
+        yield running
