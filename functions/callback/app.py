@@ -18,10 +18,11 @@ from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
+from aws_lambda_powertools.logging import correlation_paths
 from tokenbroker import pages
 from tokenbroker.connect import Connected, ConnectService, ForbiddenRequest, LoginForm, LoginSubmission, Redirect
 from tokenbroker.errors import InvalidInput, TokenBrokerError
-from tokenbroker.observability import logger
+from tokenbroker.observability import logger, tracer
 from tokenbroker.redaction import remember_secret
 from tokenbroker.return_urls import origin_of
 
@@ -219,6 +220,7 @@ def unexpected_error(error: Exception) -> Response[str]:
 app.exception_handler_manager.update_exception_handlers({TokenBrokerError: domain_error, Exception: unexpected_error})
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)  # redirects carry codes and states
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
