@@ -16,6 +16,7 @@ figure is the median of ``RUNS`` samples.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -37,6 +38,9 @@ TARGET_RATIO = 1.3
 TIMEOUT = 120.0
 LAYER_DIR = REPO_ROOT / ".aws-sam" / "build" / "SharedLayer"
 LAMBDA_UNZIPPED_LIMIT_MB = 250.0
+REQUIREMENTS = REPO_ROOT / "shared" / "requirements.txt"
+HOST_LAYER = REPO_ROOT / ".bench" / "layer-host"
+PIP_INSTALL = (sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
 
 # Lambda imports the Handler's module from the task root; the layer's packages are on sys.path
 # (here: the venv, where tokenbroker is installed). Prints seconds: import, then initialisation.
@@ -68,6 +72,52 @@ class Subject:
     name: str
     script: str
     env: dict[str, str]
+    flags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Packages:
+    """Where the children import packages from: interpreter flags, extra environment, a description."""
+
+    flags: tuple[str, ...]
+    env: dict[str, str]
+    description: str
+
+
+def host_layer() -> Path:
+    """The layer's requirements for this machine's architecture, installed once into .bench/.
+
+    ``sam build`` makes an arm64 layer (template.yaml) whose compiled parts do not load here, and
+    the venv also holds dev-only packages (awscrt, cryptography) that botocore imports when it
+    finds them, on both sides of the comparison. This replica has exactly the layer's packages.
+    """
+    digest = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()[:16]
+    stamp = HOST_LAYER / f".requirements-{digest}"
+    target = HOST_LAYER / "python"
+    if not stamp.exists():
+        shutil.rmtree(HOST_LAYER, ignore_errors=True)
+        subprocess.run(  # noqa: S603 - this venv's pip, the project's own requirements
+            [*PIP_INSTALL, "--target", str(target), "--only-binary=:all:", "-r", str(REQUIREMENTS)],
+            check=True,
+            timeout=600,
+            capture_output=True,
+        )
+        stamp.touch()
+    return target
+
+
+def packages() -> Packages:
+    """The layer's packages (plus tokenbroker from shared/) when they can be installed, else the venv."""
+    try:
+        layer = host_layer()
+    except (OSError, subprocess.SubprocessError) as error:
+        return Packages((), {}, f"the venv's packages (layer replica failed: {type(error).__name__})")
+    return Packages(
+        ("-S",),  # no site-packages: only the layer's packages and the standard library
+        {"PYTHONPATH": f"{layer}{os.pathsep}{REPO_ROOT / 'shared'}", "PYTHONNOUSERSITE": "1"},
+        f"the layer's packages ({REQUIREMENTS.relative_to(REPO_ROOT)}, host architecture, in "
+        f"{HOST_LAYER.relative_to(REPO_ROOT)}) + tokenbroker from shared/; python -S",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +174,8 @@ def lambda_environment(
     return env
 
 
-def subjects(template: Path = DEFAULT_TEMPLATE) -> list[Subject]:
+def subjects(template: Path = DEFAULT_TEMPLATE, using: Packages | None = None) -> list[Subject]:
+    chosen = using or Packages((), {}, "the venv's packages")
     document = load_template(template)
     topology = read_topology(document, template.parent)
     resolver = _placeholder_resolver(document)
@@ -133,18 +184,18 @@ def subjects(template: Path = DEFAULT_TEMPLATE) -> list[Subject]:
         init = INITIALISERS.get(function.code_dir.name)
         if init is None:
             continue
-        env = lambda_environment(function.environment, resolver, logical_id, function.memory_mb)
+        env = lambda_environment(function.environment, resolver, logical_id, function.memory_mb) | chosen.env
         script = HANDLER_SCRIPT.format(code_dir=str(function.code_dir), init=init)
         handler = function.handler.rpartition(".")[2]
-        found.append(Subject(f"{function.code_dir.name}:{handler}", script, env))
-    baseline_env = lambda_environment({}, resolver, "baseline", 512)
-    found.append(Subject("baseline", BASELINE_SCRIPT, baseline_env))
+        found.append(Subject(f"{function.code_dir.name}:{handler}", script, env, chosen.flags))
+    baseline_env = lambda_environment({}, resolver, "baseline", 512) | chosen.env
+    found.append(Subject("baseline", BASELINE_SCRIPT, baseline_env, chosen.flags))
     return found
 
 
 def run_once(subject: Subject, python: str = sys.executable) -> Timing:
     done = subprocess.run(  # noqa: S603 - this interpreter, a script of this module
-        [python, "-c", subject.script],
+        [python, *subject.flags, "-c", subject.script],
         cwd=REPO_ROOT,
         env=subject.env,
         capture_output=True,
@@ -160,7 +211,8 @@ def run_once(subject: Subject, python: str = sys.executable) -> Timing:
 
 
 def measure(runs: int = RUNS) -> list[Figure]:
-    every = subjects()
+    using = packages()
+    every = subjects(using=using)
     samples: dict[str, list[Timing]] = {s.name: [] for s in every}
     for _ in range(runs):
         for subject in every:
@@ -177,8 +229,8 @@ def measure(runs: int = RUNS) -> list[Figure]:
                 baseline=base_total * 1000,
                 baseline_name='import boto3 + boto3.client("secretsmanager")',
                 target=at_most(TARGET_RATIO),
-                setup=f"fresh {sys.executable} -c processes, median of {runs}, round-robin; Lambda environment "
-                "from template.yaml, AWS_ENDPOINT_URL at an unused loopback port",
+                setup=f"fresh python3.12 -c processes, median of {runs}, round-robin; {using.description}; "
+                "Lambda environment from template.yaml (tracing on), AWS_ENDPOINT_URL at an unused loopback port",
                 notes=f"import {median([t.imported for t in timings]) * 1000:.0f} ms + first-request init "
                 f"{median([t.initialised for t in timings]) * 1000:.0f} ms; baseline import "
                 f"{median([t.imported for t in baseline]) * 1000:.0f} ms + client "
@@ -261,9 +313,10 @@ def layer_figure(*, build: bool) -> Figure:
 
 
 def import_times(subject: Subject, python: str = sys.executable) -> list[tuple[float, str]]:
-    """``-X importtime`` of one cold start: (cumulative ms, module) of the top-level imports."""
+    """``-X importtime`` of one cold start: (ms, top-level package), the self time of every
+    module summed per package, so the lazy imports of the first request count too."""
     done = subprocess.run(  # noqa: S603 - this interpreter, a script of this module
-        [python, "-X", "importtime", "-c", subject.script],
+        [python, *subject.flags, "-X", "importtime", "-c", subject.script],
         cwd=REPO_ROOT,
         env=subject.env,
         capture_output=True,
@@ -271,25 +324,31 @@ def import_times(subject: Subject, python: str = sys.executable) -> list[tuple[f
         timeout=TIMEOUT,
         check=False,
     )
-    found: list[tuple[float, str]] = []
-    for line in done.stderr.splitlines():
-        # "import time:   self [us] | cumulative | imported package"; top level = no indent.
-        if not line.startswith("import time:") or "|" not in line:
+    return sorted(((ms, name) for name, ms in parse_importtime(done.stderr).items()), reverse=True)
+
+
+def parse_importtime(stderr: str) -> dict[str, float]:
+    """Self time (ms) per top-level package from ``-X importtime`` lines
+    (``import time: <self us> | <cumulative us> | <indented module name>``)."""
+    totals: dict[str, float] = {}
+    for line in stderr.splitlines():
+        if not line.startswith("import time:"):
             continue
         parts = line.removeprefix("import time:").split("|")
-        if len(parts) != 3 or not parts[1].strip().isdigit():
+        if len(parts) != 3 or not parts[0].strip().isdigit():
             continue
-        name = parts[2]
-        if name.startswith("  "):
-            continue  # imported by another module: counted in its parent's cumulative time
-        found.append((int(parts[1]) / 1000, name.strip()))
-    return sorted(found, reverse=True)
+        root = parts[2].strip().split(".", 1)[0]
+        totals[root] = totals.get(root, 0.0) + int(parts[0]) / 1000
+    return totals
 
 
 def import_profiles(top: int = 12) -> str:
     lines = []
-    for subject in subjects():
-        lines.append(f"## {subject.name}: slowest top-level imports (cumulative ms, one run, -X importtime)")
-        lines += [f"  {ms:8.1f}  {module}" for ms, module in import_times(subject)[:top]]
+    for subject in subjects(using=packages()):
+        found = import_times(subject)
+        total = sum(ms for ms, _ in found)
+        lines.append(f"## {subject.name}: import self time per top-level package (ms, one run, -X importtime)")
+        lines += [f"  {ms:8.1f}  {ms / total:5.1%}  {module}" for ms, module in found[:top]]
+        lines.append(f"  {total:8.1f}  total")
         lines.append("")
     return "\n".join(lines)

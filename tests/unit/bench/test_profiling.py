@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.bench.coldstart import parse_importtime
 from infra.bench.profiling import render, summarise
 
 RAW = """\
@@ -33,3 +34,15 @@ def test_empty_or_garbled_output_is_an_empty_profile(tmp_path: Path) -> None:
     raw = tmp_path / "p.raw"
     raw.write_text("not a stack\n\n")
     assert summarise(raw).samples == 0
+
+
+def test_importtime_self_times_are_summed_per_top_level_package() -> None:
+    stderr = (
+        "import time: self [us] | cumulative | imported package\n"
+        "import time:       500 |        500 |     botocore.exceptions\n"
+        "import time:      1500 |       2000 |   botocore\n"
+        "import time:      1000 |       3000 | boto3\n"
+        "import time:       250 |        250 | tokenbroker.wiring\n"
+        "some other line\n"
+    )
+    assert parse_importtime(stderr) == {"botocore": 2.0, "boto3": 1.0, "tokenbroker": 0.25}
