@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING, TypeVar, cast
 from tokenbroker.aws import AwsClients
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.events import EventBridgeSink, EventSink, MemorySink
-from tokenbroker.providers.catalog import Catalog
-from tokenbroker.providers.registry import ProviderRegistry
 from tokenbroker.settings import Settings
 
 if TYPE_CHECKING:
@@ -22,6 +20,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
 
     from tokenbroker.connect import ConnectService
+    from tokenbroker.providers.catalog import Catalog
+    from tokenbroker.providers.registry import ProviderRegistry
     from tokenbroker.refresh import RefreshEngine
     from tokenbroker.stores.app_credentials import AppCredentialsStore
     from tokenbroker.stores.connections import ConnectionStore
@@ -61,8 +61,11 @@ class Runtime:
                 self._built[name] = build()
             return cast(T, self._built[name])
 
+    # Providers (requests, PyYAML) are imported on first use: a vend of a fresh token needs neither.
     @property
     def catalog(self) -> Catalog:
+        from tokenbroker.providers.catalog import Catalog  # noqa: PLC0415
+
         return self._catalog or self._once("catalog", lambda: Catalog.load(self.settings.providers_file))
 
     @property
@@ -115,6 +118,8 @@ class Runtime:
 
     @property
     def providers(self) -> ProviderRegistry:
+        from tokenbroker.providers.registry import ProviderRegistry  # noqa: PLC0415
+
         return self._once("providers", lambda: ProviderRegistry(self.catalog, self.app_credentials, clock=self.clock))
 
     @property

@@ -9,7 +9,7 @@ import uuid
 
 from aws_lambda_powertools import Logger
 from tokenbroker.models import PasswordLogin
-from tokenbroker.observability import RedactingFormatter
+from tokenbroker.observability import NoTracer, RedactingFormatter, tracing_enabled
 from tokenbroker.providers.base import AppCredentials
 from tokenbroker.redaction import MASK, redact, remember_secret
 from tokenbroker.tokens import TokenSet
@@ -67,3 +67,17 @@ def test_reprs_hide_secrets() -> None:
     login = PasswordLogin("ann@example.com", "repr-password-3")
     assert "repr-access-1" not in repr(token) and "repr-r-2" not in repr(token)
     assert "repr-password-3" not in repr(login)
+
+
+def test_tracing_only_inside_lambda_and_never_when_disabled() -> None:
+    assert tracing_enabled({"AWS_LAMBDA_FUNCTION_NAME": "vend"})
+    assert not tracing_enabled({"AWS_LAMBDA_FUNCTION_NAME": "vend", "POWERTOOLS_TRACE_DISABLED": "true"})
+    assert not tracing_enabled({})
+
+
+def test_no_tracer_keeps_the_handler_itself() -> None:
+    def handler(event: dict[str, str], context: object) -> str:
+        return "answer"
+
+    assert NoTracer().capture_lambda_handler(capture_response=False)(handler) is handler
+    assert NoTracer().capture_lambda_handler(handler) is handler
