@@ -100,10 +100,20 @@ class LiveStack:
     def record(self, response: requests.Response, *, vend: bool = False) -> requests.Response:
         headers = {k.lower(): v for k, v in response.headers.items()}
         answer = Answer(response.request.method or "", response.url, response.status_code, headers, response.text)
-        answer.vend = vend and response.status_code == 200
+        self._keep(answer, vend)
+        return response
+
+    def record_fuzzed(self, response: Any, *, vend: bool = False) -> None:
+        """A schemathesis answer (lower-case headers with list values, bytes content)."""
+        headers = {k: ", ".join(v) for k, v in response.headers.items()}
+        body = response.content.decode("utf-8", errors="replace")
+        request = response.request
+        self._keep(Answer(request.method or "", request.url or "", response.status_code, headers, body), vend)
+
+    def _keep(self, answer: Answer, vend: bool) -> None:
+        answer.vend = vend and answer.status == 200
         with self.lock:
             self.answers.append(answer)
-        return response
 
     def signed(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         vend = path.startswith("/tokens/")
