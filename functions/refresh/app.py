@@ -100,7 +100,13 @@ def sweep_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 
 
 def _record_handler(record: SQSRecord) -> None:
-    services().worker.handle(record.body)
+    # Every line logged for this message carries its id (as the DLQ and a redrive show it).
+    # Thread-local: the local stack runs batches on threads; Lambda runs one at a time.
+    logger.thread_safe_append_keys(correlation_id=record.message_id)
+    try:
+        services().worker.handle(record.body)
+    finally:
+        logger.thread_safe_remove_keys(["correlation_id"])
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -171,3 +171,41 @@ def test_a_vend_log_line_carries_the_api_request_id() -> None:
     [line] = [line for line in lines if line["message"] == "unexpected error"]
     assert line["correlation_id"] == "req-vend-7"
     assert line["function_request_id"] == "lambda-request-1"
+
+
+class LoggingWorker:
+    """Stands in for RefreshWorker: logs like it while handling a message."""
+
+    def handle(self, body: str) -> None:
+        logger.info("refresh message handled", extra={"body_size": len(body)})
+
+
+def sqs_record(message_id: str) -> dict[str, Any]:
+    return {
+        "messageId": message_id,
+        "receiptHandle": "r",
+        "body": '{"provider": "workly", "connection_id": "c-1", "due_at": 0}',
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:RefreshQueue",
+        "awsRegion": "us-east-1",
+    }
+
+
+def test_worker_log_lines_carry_their_sqs_message_id_and_nothing_leaks_past_the_message() -> None:
+    from tokenbroker.events import MemorySink  # noqa: PLC0415
+
+    refresh = load_function("refresh")
+    refresh.use_services(refresh.Services(worker=LoggingWorker(), events=MemorySink()))
+    try:
+        with powertools_lines() as lines:
+            answer = refresh.worker_handler({"Records": [sqs_record("m-1"), sqs_record("m-2")]}, LambdaContext())
+            logger.info("after the batch")
+    finally:
+        refresh.use_services(None)
+    assert answer == {"batchItemFailures": []}
+    handled = [line for line in lines if line["message"] == "refresh message handled"]
+    assert [line["correlation_id"] for line in handled] == ["m-1", "m-2"]
+    [after] = [line for line in lines if line["message"] == "after the batch"]
+    assert "correlation_id" not in after
