@@ -34,6 +34,7 @@ from tokenbroker.aws import AwsCallCounter
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.sweep import RefreshWorker, Sweeper
 
+from infra.bench.environment import CpuSnapshot, machine_share
 from infra.bench.figures import Figure, at_most
 from infra.bench.lambda_events import context_for, function_id, schedule_event, sqs_event
 from infra.bench.rig import PROVIDER, Rig, clients_for, progress, quiet_output
@@ -60,8 +61,12 @@ def ideal_seconds(connections: int, latency: float, concurrency: int) -> float:
     return connections * latency / concurrency
 
 
-def bottleneck(wall: float, bench_cpu: float | None, moto_cpu: float | None) -> str:
-    """Which single core limited the run, judged by CPU time against wall time."""
+def bottleneck(wall: float, bench_cpu: float | None, moto_cpu: float | None, machine_busy: float | None = None) -> str:
+    """What limited the run, judged by CPU time against wall time.
+
+    Each process is one interpreter (one GIL): near one CPU-second per second means it was the
+    limit. A machine whose cores were all busy (other work included) starved both.
+    """
     if wall <= 0:
         return "unknown"
     busy = []
@@ -69,7 +74,9 @@ def bottleneck(wall: float, bench_cpu: float | None, moto_cpu: float | None) -> 
         busy.append("moto server (emulator) CPU")
     if bench_cpu is not None and bench_cpu / wall >= SATURATED:
         busy.append("bench process CPU (workers, boto3, sandbox: one GIL)")
-    return " and ".join(busy) if busy else "provider latency / waiting (neither process saturated)"
+    if machine_busy is not None and machine_busy >= SATURATED:
+        busy.append(f"the machine's CPU ({machine_busy:.0%} of all cores busy, other processes included)")
+    return " and ".join(busy) if busy else "provider latency / waiting (no CPU saturated)"
 
 
 def _self_cpu() -> float:
@@ -93,6 +100,8 @@ class SweepResult:
     moto_cpu_seconds: float | None
     worker_calls: dict[str, int]
     poller_calls: dict[str, int]
+    machine_busy: float | None = None  # share of all cores busy during the timed part
+    machine_busy_seconds: float | None = None  # CPU-seconds all processes used meanwhile
 
     @property
     def ideal(self) -> float:
@@ -103,6 +112,12 @@ class SweepResult:
         """Calls that reached moto (the queue's are in memory)."""
         return sum(self.worker_calls.values())
 
+    def _others(self) -> float | None:
+        """CPU-seconds that neither the bench nor moto used while the sweep ran (other work)."""
+        if self.machine_busy_seconds is None or self.moto_cpu_seconds is None:
+            return None
+        return max(0.0, self.machine_busy_seconds - self.bench_cpu_seconds - self.moto_cpu_seconds)
+
     def figures(self) -> list[Figure]:
         setup = (
             f"{self.connections} due connections; sweep handler + {self.concurrency} threads calling the worker "
@@ -110,7 +125,7 @@ class SweepResult:
             "DynamoDB, Secrets Manager, EventBridge on moto (child process); refresh queue in memory"
         )
         wall = self.total_seconds
-        limit = bottleneck(wall or 0.0, self.bench_cpu_seconds, self.moto_cpu_seconds)
+        limit = bottleneck(wall or 0.0, self.bench_cpu_seconds, self.moto_cpu_seconds, self.machine_busy)
         moto_per_call = (
             self.moto_cpu_seconds / self.aws_calls * 1000 if self.moto_cpu_seconds and self.aws_calls else None
         )
@@ -134,6 +149,8 @@ class SweepResult:
                     "sweep_seconds": self.sweep_seconds,
                     "bench_cpu_seconds": self.bench_cpu_seconds,
                     "moto_cpu_seconds": self.moto_cpu_seconds,
+                    "machine_busy_share": self.machine_busy,
+                    "other_processes_cpu_seconds": self._others(),
                     "aws_calls_worker_and_sweep": dict(sorted(self.worker_calls.items())),
                     "sqs_calls_in_memory_queue": dict(sorted(self.poller_calls.items())),
                 },
@@ -281,6 +298,7 @@ def measure(
     rig.worksection.faults.set_latency(latency)
     moto_before = rig.moto.cpu_seconds()
     cpu_before = _self_cpu()
+    machine_before = CpuSnapshot.take()
     total: float | None = None
     try:
         with around_run(), quiet_output(), AwsCallCounter(clients) as counter:
@@ -300,6 +318,7 @@ def measure(
         refresh.use_services(None)
     cpu = _self_cpu() - cpu_before
     moto_after = rig.moto.cpu_seconds()
+    machine_after = CpuSnapshot.take()
     return SweepResult(
         connections=connections,
         concurrency=concurrency,
@@ -312,6 +331,10 @@ def measure(
         provider_refreshes=rig.worksection.calls["refresh"] - refreshes_before,
         enqueued=int(swept.get("enqueued", 0)),
         bench_cpu_seconds=cpu,
+        machine_busy=machine_share(machine_before, machine_after),
+        machine_busy_seconds=None
+        if machine_before is None or machine_after is None
+        else machine_after.busy - machine_before.busy,
         moto_cpu_seconds=None if moto_before is None or moto_after is None else moto_after - moto_before,
         worker_calls=aws_calls,
         poller_calls=dict(queue.calls),

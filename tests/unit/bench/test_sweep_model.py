@@ -19,6 +19,8 @@ def test_bottleneck_names_the_saturated_process() -> None:
     assert bottleneck(100.0, bench_cpu=90.0, moto_cpu=10.0).startswith("bench")
     assert "and" in bottleneck(100.0, bench_cpu=90.0, moto_cpu=90.0)
     assert bottleneck(100.0, bench_cpu=20.0, moto_cpu=None).startswith("provider latency")
+    starved = bottleneck(100.0, bench_cpu=20.0, moto_cpu=40.0, machine_busy=0.97)
+    assert starved.startswith("the machine's CPU (97% of all cores busy")
 
 
 def test_memory_queue_hands_out_batches_in_order_and_counts_the_sqs_calls() -> None:
