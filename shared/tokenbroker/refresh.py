@@ -53,6 +53,7 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from tokenbroker import schedule
 from tokenbroker.clock import Clock
 from tokenbroker.errors import (
+    AccountProblem,
     ErrorKind,
     LeaseLost,
     NeedsReauthorization,
@@ -60,12 +61,13 @@ from tokenbroker.errors import (
     ProviderError,
     ReauthorizationRequired,
     TokenBrokerError,
+    TransientProviderError,
     UnknownProvider,
     UnsupportedOperation,
 )
 from tokenbroker.events import DomainEvent, EventSink, EventType
 from tokenbroker.keys import ConnectionKey
-from tokenbroker.models import Connection, ConnectionStatus, StoredToken
+from tokenbroker.models import Connection, ConnectionStatus, LastError, PasswordLogin, StoredToken
 from tokenbroker.observability import NAMESPACE, SERVICE, logger
 from tokenbroker.providers.base import Provider
 from tokenbroker.providers.catalog import CatalogEntry
@@ -115,6 +117,7 @@ class RefreshResult:
     interrupted: bool = False  # this run retried an attempt an earlier run left unfinished
     reconciled: bool = False  # the item was brought up to a secret an earlier run wrote
     committed: bool = True  # False: the token is durable but the item update lost the lease
+    deferred: bool = False  # no provider call: the connection is backing off after a failure
 
 
 class CatalogLike(Protocol):
@@ -286,32 +289,62 @@ class RefreshEngine:
 
     def _under_lease(self, run: _Run, should_refresh: ShouldRefresh | None) -> RefreshResult:
         connection = run.connection
-        now = self._clock.now()
         if not connection.is_active:
             return self._inactive(run)
-        if (
-            should_refresh is None
-            and not run.interrupted
-            and connection.next_refresh_at is not None
-            and connection.next_refresh_at > now + self._slack
-        ):
-            # Not due yet, or backing off: a duplicated message or an early sweep. No secret read.
-            self._release(run)
-            return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, connection.generation, None)
+        stopped = None if run.interrupted else self._item_gate(run, should_refresh)
+        if stopped is not None:
+            return stopped
 
         stored = self._tokens.get(run.key)
         if stored.generation > connection.generation:
             return self._reconcile(run, stored, should_refresh)
         if stored.status is not ConnectionStatus.ACTIVE:
-            # The secret already says so (an earlier mark_needs_reauth lost its item write).
-            self._connections.mark_needs_reauth(
-                run.key, run.owner, NeedsReauthorization("the token secret is marked needs_reauth")
-            )
-            return RefreshResult(RefreshOutcome.NEEDS_REAUTH, run.key, stored.generation, stored)
+            # An earlier run marked the secret and died (or lost its lease) before the item: finish it,
+            # including the event and metric that run never got to.
+            error = NeedsReauthorization("the grant is dead (found marked by an earlier run)")
+            return self._mark_needs_reauth(run, stored, error, "needs_reauth:recovered")
         if not self._wanted(run, stored, should_refresh):
             self._release(run)
             return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, stored.generation, stored)
         return self._refresh_token(run, stored)
+
+    def _item_gate(self, run: _Run, should_refresh: ShouldRefresh | None) -> RefreshResult | None:
+        """What the item alone decides, before the secret is read; None: go on."""
+        connection, now = run.connection, self._clock.now()
+        if _backing_off(connection, now):
+            # A failure set the next attempt (backoff, Retry-After, pause): every caller honours it,
+            # or each vend during an outage would become one more provider call.
+            self._release(run)
+            if should_refresh is None:
+                return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, connection.generation, None)
+            return self._deferred(run, now)
+        if should_refresh is None and not self._item_due(connection, now):
+            # Not due yet: a duplicated message or an early sweep.
+            self._release(run)
+            return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, connection.generation, None)
+        return None
+
+    def _item_due(self, connection: Connection, now: float) -> bool:
+        """The item's refresh-ahead schedule, ``slack`` early at most (the sweep's horizon)."""
+        return connection.next_refresh_at is None or connection.next_refresh_at <= now + self._slack
+
+    def _deferred(self, run: _Run, now: float) -> RefreshResult:
+        """A caller with its own predicate (a vend) during a backoff: the last failure, no provider call."""
+        connection = run.connection
+        assert connection.next_refresh_at is not None  # _backing_off checked it
+        wait = connection.next_refresh_at - now
+        error = _error_of(connection.last_error, run.key.provider, wait)
+        self._emit("RefreshDeferred", 1, run.key.provider)
+        return RefreshResult(
+            _FAILURE_OUTCOMES.get(error.kind, RefreshOutcome.TRANSIENT_FAILURE),
+            run.key,
+            connection.generation,
+            None,
+            error=error,
+            retry_after=wait,
+            next_refresh_at=connection.next_refresh_at,
+            deferred=True,
+        )
 
     def _wanted(self, run: _Run, stored: StoredToken, should_refresh: ShouldRefresh | None) -> bool:
         if should_refresh is not None:
@@ -364,10 +397,11 @@ class RefreshEngine:
             return self._lost_write(run)
 
         committed = self._commit(run, new, previous=stored.token)
-        reason = "interrupted" if run.interrupted else run.reason
-        if outcome is RefreshOutcome.REAUTHENTICATED:
-            reason = "stored_login"
-        self._publish(EventType.TOKEN_REFRESHED, run.key, new, reason)
+        if committed:  # else whoever reconciles the item announces it (exactly one event per generation)
+            reason = "interrupted" if run.interrupted else run.reason
+            if outcome is RefreshOutcome.REAUTHENTICATED:
+                reason = "stored_login"
+            self._publish(EventType.TOKEN_REFRESHED, run.key, new, reason)
         logger.info(
             "token refreshed",
             extra={**_log_fields(run.key), "outcome": str(outcome), "generation": generation, "committed": committed},
@@ -434,12 +468,20 @@ class RefreshEngine:
             "another writer wrote this generation first; keeping its token",
             extra={**_log_fields(run.key), "generation": current.generation},
         )
-        reconciled = False
-        if current.generation > run.connection.generation:
-            reconciled = self._commit(run, current, previous=None)
-        else:
-            self._release(run)
+        reconciled = self._adopt(run, current)
         return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, current.generation, current, reconciled=reconciled)
+
+    def _adopt(self, run: _Run, current: StoredToken) -> bool:
+        """Bring the item up to a newer secret another run wrote (or just release). That run's
+        commit failed, so it never announced the token: the event is published here, once."""
+        if current.generation <= run.connection.generation:
+            self._release(run)
+            return False
+        if not self._commit(run, current, previous=None):
+            return False
+        if current.status is ConnectionStatus.ACTIVE:
+            self._publish(EventType.TOKEN_REFRESHED, run.key, current, "reconciled")
+        return True
 
     def _reconcile(self, run: _Run, stored: StoredToken, should_refresh: ShouldRefresh | None) -> RefreshResult:
         """The secret is ahead of the item: an earlier run wrote it and never committed."""
@@ -453,7 +495,7 @@ class RefreshEngine:
             "committing a token an earlier run wrote but never committed",
             extra={**_log_fields(run.key), "generation": stored.generation},
         )
-        if not self._commit(run, stored, previous=None):
+        if not self._adopt(run, stored):
             raise LeaseLost(f"lease on {run.key} lost while reconciling")
         if stored.status is ConnectionStatus.ACTIVE and self._wanted(run, stored, should_refresh):
             raise _Again
@@ -475,19 +517,27 @@ class RefreshEngine:
         if current.generation > stored.generation:
             # Another worker refreshed meanwhile (our refresh token was the old one): not fatal.
             logger.info("dead grant on an old refresh token; a newer one exists", extra=_log_fields(run.key))
-            reconciled = False
-            if current.generation > run.connection.generation:
-                reconciled = self._commit(run, current, previous=None)
-            else:
-                self._release(run)
+            reconciled = self._adopt(run, current)
             return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, current.generation, current, reconciled=reconciled)
-        if stored.login is None:
-            return self._needs_reauth(run, stored, error)
+        if stored.login is not None:
+            # A new grant is safe even if an interrupted worker still writes: same generation, and
+            # Secrets Manager keeps whichever lands first.
+            return self._relogin(run, stored, provider, error, stored.login)
+        if run.interrupted:
+            return self._inconclusive(run, stored, error)
+        return self._needs_reauth(run, stored, error)
+
+    def _relogin(
+        self,
+        run: _Run,
+        stored: StoredToken,
+        provider: Provider,
+        error: ReauthorizationRequired,
+        login: PasswordLogin,
+    ) -> RefreshResult:
         try:
             fresh = provider.password_grant(
-                username=stored.login.username,
-                password=stored.login.password,
-                scopes=stored.token.scopes or None,
+                username=login.username, password=login.password, scopes=stored.token.scopes or None
             )
         except ReauthorizationRequired as login_error:  # includes InvalidUserCredentials (7002)
             return self._needs_reauth(run, stored, login_error)
@@ -497,6 +547,31 @@ class RefreshEngine:
             return self._failed(run, stored, login_error)
         logger.info("dead grant; re-authenticated with the stored login", extra=_log_fields(run.key))
         return self._persist(run, stored, fresh.merged_over(stored.token), RefreshOutcome.REAUTHENTICATED)
+
+    def _inconclusive(self, run: _Run, stored: StoredToken, error: ReauthorizationRequired) -> RefreshResult:
+        """A dead grant right after an interrupted attempt proves nothing yet: that attempt may have
+        rotated the token and still be writing it (a worker that outlived its lease). Look again at
+        the next chance: by then its answer has landed (and is reconciled), or it never will and the
+        grant is refused again, conclusively. Costs one provider call; avoids a false needs_reauth."""
+        now = self._clock.now()
+        self._emit("DeadGrantAfterInterruption", 1, run.key.provider)
+        retry = TransientProviderError(
+            "the grant was refused right after an interrupted refresh; checking again",
+            provider=run.key.provider,
+            provider_code=error.provider_code,
+            status=error.status,
+        )
+        self._connections.record_failure(run.key, run.owner, retry, now)
+        logger.warning("dead grant after an interrupted refresh; checking again", extra=_log_fields(run.key))
+        return RefreshResult(
+            RefreshOutcome.TRANSIENT_FAILURE,
+            run.key,
+            stored.generation,
+            stored,
+            error=retry,
+            next_refresh_at=now,
+            interrupted=True,
+        )
 
     def _needs_reauth(self, run: _Run, stored: StoredToken, error: ProviderError) -> RefreshResult:
         # The secret first: a vend reads only the secret and must answer 409 from now on.
@@ -511,13 +586,21 @@ class RefreshEngine:
             self._put_durably(run, marked)
         except GenerationConflict:
             return self._lost_write(run)
+        return self._mark_needs_reauth(run, marked, error, _reason(error, run))
+
+    def _mark_needs_reauth(self, run: _Run, marked: StoredToken, error: TokenBrokerError, reason: str) -> RefreshResult:
+        """The item after the secret: out of the due index, then the operator is told (once)."""
         self._connections.mark_needs_reauth(run.key, run.owner, error)
         self._emit("ConnectionsNeedingReauth", 1, run.key.provider)
-        reason = _reason(error, run)
         self._publish(EventType.CONNECTION_NEEDS_REAUTHORIZATION, run.key, marked, reason)
         logger.warning("connection needs re-authorisation", extra={**_log_fields(run.key), "reason": reason})
         return RefreshResult(
-            RefreshOutcome.NEEDS_REAUTH, run.key, stored.generation, marked, error=error, interrupted=run.interrupted
+            RefreshOutcome.NEEDS_REAUTH,
+            run.key,
+            marked.generation,
+            marked,
+            error=error if isinstance(error, ProviderError) else None,
+            interrupted=run.interrupted,
         )
 
     def _failed(self, run: _Run, stored: StoredToken, error: ProviderError) -> RefreshResult:
@@ -624,7 +707,9 @@ class RefreshEngine:
         )
 
     def _count(self, result: RefreshResult) -> None:
-        self._emit("RefreshOutcome", 1, result.key.provider, outcome=str(result.outcome))
+        # A deferred vend is not another failure: alarms on failures count provider answers only.
+        outcome = "deferred" if result.deferred else str(result.outcome)
+        self._emit("RefreshOutcome", 1, result.key.provider, outcome=outcome)
 
     def _latency(self, provider: str, started: float) -> None:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -632,6 +717,25 @@ class RefreshEngine:
 
     def _emit(self, name: str, value: float, provider: str, **dimensions: str) -> None:
         self._metrics.emit(name, value, MetricUnit.Count, {"provider": provider, **dimensions})
+
+
+def _backing_off(connection: Connection, now: float) -> bool:
+    return connection.failures > 0 and connection.next_refresh_at is not None and connection.next_refresh_at > now
+
+
+_ERRORS_BY_CODE: dict[str, type[ProviderError]] = {
+    TransientProviderError.code: TransientProviderError,
+    ProviderConfigurationError.code: ProviderConfigurationError,
+    AccountProblem.code: AccountProblem,
+}
+
+
+def _error_of(last_error: LastError | None, provider: str, retry_after: float) -> ProviderError:
+    """The recorded failure as an error again (its message was sanitised when it was recorded)."""
+    if last_error is None:
+        return TransientProviderError("the provider failed recently", provider=provider, retry_after=retry_after)
+    error_class = _ERRORS_BY_CODE.get(last_error.code, TransientProviderError)
+    return error_class(last_error.message, provider=provider, retry_after=retry_after)
 
 
 def _as_provider_error(error: TokenBrokerError, provider: str) -> ProviderError:

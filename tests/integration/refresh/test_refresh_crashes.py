@@ -16,7 +16,7 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import ConnectionStatus, PasswordLogin, StoredToken
 from tokenbroker.providers import Provider
 from tokenbroker.refresh import RefreshOutcome, RefreshResult
-from tokenbroker.stores import TokenStore
+from tokenbroker.stores import ConnectionStore, TokenStore
 from tokenbroker.tokens import TokenSet
 
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
@@ -56,8 +56,10 @@ def seed_scripted(rig: Rig) -> ScriptedProvider:
 def test_crash_before_the_write_loses_the_rotated_token(sandboxed: Rig, worksection: WorksectionSandbox) -> None:
     """Measured: the provider rotated (1 refresh performed), the answer died with the process. Until
     the lease expires other runs are `contended`; then the next run retries the interrupted attempt
-    with the only refresh token we have, which rotation killed: dead grant -> needs_reauth, reported
-    as interrupted. Nothing can do better: the secret write *is* the first durable place."""
+    with the only refresh token we have, which rotation killed. A dead grant right after an
+    interruption is inconclusive (the interrupted worker might still be writing), so that run backs
+    off to "now"; the run after it gets the dead grant again: needs_reauth. Nothing can do better:
+    the secret write *is* the first durable place."""
     rig = sandboxed
     seed_worksection(rig, worksection)
     rig.advance_to_due(WS_KEY)
@@ -71,13 +73,19 @@ def test_crash_before_the_write_loses_the_rotated_token(sandboxed: Rig, worksect
 
     assert rig.engine().refresh(WS_KEY).outcome is RefreshOutcome.CONTENDED
     rig.clock.advance(LEASE + 1)
-    result = rig.engine().refresh(WS_KEY)
-    assert result.outcome is RefreshOutcome.NEEDS_REAUTH
-    assert result.interrupted
+    retried = rig.engine().refresh(WS_KEY)
+    assert retried.outcome is RefreshOutcome.TRANSIENT_FAILURE and retried.interrupted
+    assert retried.next_refresh_at == rig.clock.now()  # look again at the next sweep
     assert rig.metrics.total("RefreshInterrupted", provider="worksection") == 1
+    assert rig.metrics.total("DeadGrantAfterInterruption", provider="worksection") == 1
+    assert not rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
+    rig.clock.advance(300)  # the next sweep
+    result = rig.engine().refresh(WS_KEY)
+    assert result.outcome is RefreshOutcome.NEEDS_REAUTH and not result.interrupted
     [event] = rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
-    assert event.reason is not None and event.reason.endswith("interrupted")
-    assert worksection.refreshes == 1  # the retry was refused: the old token was used once only
+    assert event.reason is not None and event.reason.startswith("needs_reauth")
+    # Every later try was refused: rotation happened exactly once, with the token we sent once.
+    assert worksection.refreshes == 1 and worksection.calls["refresh"] == 3
 
 
 def test_crash_before_the_write_recovers_with_a_stored_login(sandboxed: Rig, workly: WorklySandbox) -> None:
@@ -163,6 +171,8 @@ def test_crash_after_the_write_is_reconciled_without_a_provider_call(
     assert item.expires_at == written.token.expires_at
     assert item.refresh_expires_at == written.token.obtained_at + 30 * 86400
     assert rig.metrics.total("RefreshReconciled", provider="worksection") == 1
+    # The crashed run never announced generation 2; the reconciling run does, once.
+    assert [(e.generation, e.reason) for e in rig.events.of_type(EventType.TOKEN_REFRESHED)] == [(2, "reconciled")]
     # And it keeps refreshing normally from the reconciled token.
     rig.advance_to_due(WS_KEY)
     assert rig.engine().refresh(WS_KEY).outcome is RefreshOutcome.REFRESHED
@@ -255,6 +265,8 @@ def test_stalled_worker_writes_first_and_the_takeover_adopts_it(rig: Rig) -> Non
     assert item.generation == 2 and item.lease is None and item.expires_at == current.token.expires_at
     assert provider.refresh_calls == 2
     assert rig.metrics.total("RefreshCommitLost", provider="worksection") == 1
+    # One announcement of generation 2, by the run that committed the item.
+    assert [(e.generation, e.reason) for e in rig.events.of_type(EventType.TOKEN_REFRESHED)] == [(2, "reconciled")]
 
 
 class BeforeCall(Provider):
@@ -308,3 +320,36 @@ def test_stalled_worker_with_rotation_sees_the_takeover(sandboxed: Rig, worksect
     assert not rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
     with pytest.raises(ReauthorizationRequired):  # the token A used really was dead
         real.refresh(seeded.token)
+
+
+class CrashOnMark(ConnectionStore):
+    """A ConnectionStore whose ``mark_needs_reauth`` dies (the secret is already marked by then)."""
+
+    def __init__(self, inner: ConnectionStore) -> None:
+        self.__dict__.update(inner.__dict__)
+
+    def mark_needs_reauth(self, *args: Any, **kwargs: Any) -> Any:
+        raise SimulatedCrash("died between marking the secret and the item")
+
+
+def test_crash_between_marking_the_secret_and_the_item(sandboxed: Rig, worksection: WorksectionSandbox) -> None:
+    """The secret says needs_reauth (vends answer 409 at once); the item was never marked and no
+    event went out. The next run finishes the job: item marked, event and metric, once."""
+    rig = sandboxed
+    seed_worksection(rig, worksection)
+    worksection.revoke_refresh_tokens()
+    rig.advance_to_due(WS_KEY)
+    with pytest.raises(SimulatedCrash):
+        rig.engine(connections=CrashOnMark(rig.connections)).refresh(WS_KEY)
+    assert rig.tokens.get(WS_KEY).status is ConnectionStatus.NEEDS_REAUTH
+    assert rig.item(WS_KEY).status is ConnectionStatus.ACTIVE
+    assert not rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
+    rig.clock.advance(LEASE + 1)
+    calls = worksection.calls["refresh"]
+    result = rig.engine().refresh(WS_KEY)
+    assert result.outcome is RefreshOutcome.NEEDS_REAUTH and result.interrupted
+    assert worksection.calls["refresh"] == calls  # no second try of a dead grant
+    assert rig.item(WS_KEY).status is ConnectionStatus.NEEDS_REAUTH
+    [event] = rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
+    assert event.reason == "needs_reauth:recovered"
+    assert rig.metrics.total("ConnectionsNeedingReauth", provider="worksection") == 1

@@ -299,6 +299,12 @@ def test_retry_after_is_a_floor(sandboxed: Rig, workly: WorklySandbox) -> None:
     assert result.outcome is RefreshOutcome.TRANSIENT_FAILURE
     assert result.retry_after == 600
     assert rig.item(WORKLY_KEY).next_refresh_at == now + 600
+    # A sweep enqueues up to its horizon (300 s) early; the engine still waits out the Retry-After.
+    rig.clock.advance(599)
+    assert rig.engine().refresh(WORKLY_KEY).outcome is RefreshOutcome.NOT_NEEDED
+    assert workly.calls["token"] == 2  # the seed's password grant and the limited refresh
+    rig.clock.advance(1)
+    assert rig.engine().refresh(WORKLY_KEY).outcome is RefreshOutcome.REFRESHED
 
 
 def test_consecutive_failures_grow_and_become_loud(sandboxed: Rig, worksection: WorksectionSandbox) -> None:
@@ -349,3 +355,28 @@ def test_outcome_unknown_on_workly_recovers_with_the_stored_login(sandboxed: Rig
     second = rig.engine().refresh(WORKLY_KEY)
     assert second.outcome is RefreshOutcome.REAUTHENTICATED
     assert rig.tokens.get(WORKLY_KEY).generation == 2
+
+
+def test_a_vend_during_a_backoff_does_not_call_the_provider(sandboxed: Rig, worksection: WorksectionSandbox) -> None:
+    rig = sandboxed
+    seed_worksection(rig, worksection)
+    worksection.faults.fail(503, endpoint="refresh", times=100)
+    rig.advance_to_due(WS_KEY)
+    engine = rig.engine()
+    assert engine.refresh(WS_KEY).outcome is RefreshOutcome.TRANSIENT_FAILURE
+    next_at = rig.item(WS_KEY).next_refresh_at
+    assert next_at is not None
+    for _ in range(10):
+        rig.clock.advance(2)
+        result = engine.refresh(WS_KEY, reason="vend", should_refresh=lambda _: True)
+        assert result.outcome is RefreshOutcome.TRANSIENT_FAILURE and result.deferred
+        assert result.retry_after == pytest.approx(next_at - rig.clock.now())
+        assert result.error is not None and result.error.kind is ErrorKind.TRANSIENT
+    assert worksection.calls["refresh"] == 1
+    assert rig.metrics.total("RefreshOutcome", provider="worksection", outcome="deferred") == 10
+    assert rig.metrics.total("RefreshOutcome", provider="worksection", outcome="transient_failure") == 1
+    assert rig.item(WS_KEY).failures == 1  # deferrals are not failures
+    rig.clock.advance(next_at - rig.clock.now())
+    again = engine.refresh(WS_KEY, reason="vend", should_refresh=lambda _: True)
+    assert again.outcome is RefreshOutcome.TRANSIENT_FAILURE and not again.deferred
+    assert worksection.calls["refresh"] == 2
