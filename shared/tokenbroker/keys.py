@@ -9,6 +9,8 @@ from tokenbroker.errors import InvalidInput
 
 CONNECTION_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
 PROVIDER_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+# tokenbroker/<stage>/apps/<provider> holds app credentials: no provider may share that prefix.
+RESERVED_PROVIDER_NAMES = frozenset({"apps"})
 
 
 def validate_connection_id(value: object) -> str:
@@ -20,6 +22,8 @@ def validate_connection_id(value: object) -> str:
 def validate_provider_name(value: object) -> str:
     if not isinstance(value, str) or not PROVIDER_NAME_PATTERN.fullmatch(value):
         raise InvalidInput("provider must be a lower-case catalog name", field="provider")
+    if value in RESERVED_PROVIDER_NAMES:
+        raise InvalidInput(f"{value!r} is reserved and cannot name a provider", field="provider")
     return value
 
 

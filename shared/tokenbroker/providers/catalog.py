@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from tokenbroker.errors import TokenBrokerError, UnknownProvider
-from tokenbroker.keys import PROVIDER_NAME_PATTERN
+from tokenbroker.keys import PROVIDER_NAME_PATTERN, RESERVED_PROVIDER_NAMES
 from tokenbroker.providers.base import AppCredentials
 from tokenbroker.providers.parsing import split_scopes
 
@@ -328,6 +328,8 @@ def _read_document(text: str, source: str) -> dict[str, dict[str, Any] | None]:
                 source=source,
                 provider=str(name)[:64],
             )
+        if name in RESERVED_PROVIDER_NAMES:
+            raise CatalogError("this name is reserved (app credentials live under it)", source=source, provider=name)
         if entry is None:
             result[name] = None
             continue

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tokenbroker.errors import UnknownProvider
+from tokenbroker.errors import InvalidInput, UnknownProvider
+from tokenbroker.keys import ConnectionKey
 from tokenbroker.providers import AuthMode, Catalog, CatalogEntry, CatalogError, ClientAuth, ProviderKind
 from tokenbroker.providers.catalog import PROVIDERS_FILE_ENV, parse_duration
 
@@ -267,3 +268,12 @@ def test_durations(value: object, seconds: int) -> None:
 @pytest.mark.parametrize("value", [0, -1, True, 1.5, "1y", "", "h", None, [1]])
 def test_bad_durations(value: object) -> None:
     assert parse_duration(value) is None
+
+
+def test_the_app_credentials_prefix_cannot_name_a_provider(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("providers:\n  apps:\n    auth_mode: password\n    token_url: https://x.example/token\n")
+    with pytest.raises(CatalogError, match="reserved"):
+        Catalog.load(extra)
+    with pytest.raises(InvalidInput, match="reserved"):
+        ConnectionKey("apps", "c-1")
