@@ -292,16 +292,19 @@ def test_put_secret_value_down_after_the_provider_answered(
 
     system.manual_clock.advance(LEASE)
     later = system.run_schedule(3600)
+    settled = [o for o in later.outcomes if o != "not_needed"]
     if provider == "worksection":
-        assert later.outcomes[:1] == ["needs_reauth"], later
+        # A dead grant right after an interrupted attempt may be checked once more before it is final.
+        assert settled in (["needs_reauth"], ["transient_failure", "needs_reauth"]), later
         assert system.secret(key).status is ConnectionStatus.NEEDS_REAUTH
         [event] = system.events_of(EventType.CONNECTION_NEEDS_REAUTHORIZATION, key)
-        assert event.reason is not None and event.reason.endswith("interrupted")
-        did = "5 write attempts, TokenWriteLost metric, attempt left visible; the next run retries with the "
-        did += "rotated-away refresh token: needs_reauth + event (reason ...:interrupted)"
+        assert event.reason is not None and event.reason.startswith("needs_reauth")
+        assert worksection.calls["refresh"] <= 3  # the one that rotated, at most two refusals
+        did = "5 write attempts, TokenWriteLost metric, attempt left visible; the next runs retry with the "
+        did += f"rotated-away refresh token ({', '.join(settled)}): needs_reauth + event"
         lost = "the grant: the rotated token existed only in memory (write window)"
     else:
-        assert later.outcomes[:1] == [RefreshOutcome.REAUTHENTICATED], later
+        assert settled == [RefreshOutcome.REAUTHENTICATED], later
         assert system.secret(key).generation == 2
         did = "5 write attempts, TokenWriteLost metric; the next run re-logs in with the stored login"
         lost = NOTHING

@@ -283,10 +283,10 @@ def test_an_answer_without_refresh_token_from_a_rotating_provider(
 # --- persistent faults: bounded retries, token kept, loud after three --------------------------
 
 
-def test_a_provider_down_for_a_day_is_retried_with_backoff_not_a_busy_loop(
+def test_a_provider_down_for_hours_is_retried_with_backoff_not_a_busy_loop(
     system: System, worksection: WorksectionSandbox, findings: RowLog
 ) -> None:
-    """503 for 24 hours, through the access token's expiry. While the token lives the backoff is
+    """503 for over 14 hours, through the access token's expiry. While the token lives the backoff is
     squeezed toward its deadline (at least two more tries before it expires); afterwards it grows to
     the one-hour cap. Never more than one call per sweep, never a loop."""
     key = seed(system, worksection)
@@ -296,13 +296,14 @@ def test_a_provider_down_for_a_day_is_retried_with_backoff_not_a_busy_loop(
     alive = before.token.expires_at - system.clock.now()  # 2.4 h of refresh-ahead
     while_alive = system.run_schedule(alive)
     calls_alive = worksection.calls["refresh"]
-    after_hours = 21
+    after_hours = 12
     expired = system.run_schedule(after_hours * 3600)
     calls_expired = worksection.calls["refresh"] - calls_alive
     calls = calls_alive + calls_expired
     outcomes = while_alive.outcomes + expired.outcomes
 
-    assert set(outcomes) == {"transient_failure"} and len(outcomes) == calls
+    # not_needed: the sweep enqueues a few minutes early and the worker honours the backoff.
+    assert set(outcomes) <= {"transient_failure", "not_needed"} and outcomes.count("transient_failure") == calls
     assert calls_alive <= while_alive.sweeps  # at most one attempt per sweep
     # Exponential from 30 s to the 1 h cap: the ramp (7 steps) plus about one call an hour.
     assert calls_expired <= after_hours + 8, calls_expired
@@ -320,7 +321,7 @@ def test_a_provider_down_for_a_day_is_retried_with_backoff_not_a_busy_loop(
     assert system.item(key).failures == 0 and system.secret(key).generation == 2
     findings.record(
         "provider",
-        "HTTP 503 for 24 h (the access token expires meanwhile)",
+        f"HTTP 503 for {alive / 3600 + after_hours:.1f} h (the access token expires meanwhile)",
         "Worksection sandbox",
         f"{calls_alive} attempts in the {alive / 3600:.1f} h before expiry ({while_alive.sweeps} sweeps), "
         f"{calls_expired} in the {after_hours} h after; token kept, 'Token Refresh Failed' every 3rd failure; "

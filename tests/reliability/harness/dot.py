@@ -1,14 +1,13 @@
-"""django-oauth-toolkit peers for the reliability suite: one that rotates, one that does not.
+"""The django-oauth-toolkit peer for the reliability suite: one server, rotating and non-rotating grants.
 
-Started exactly like tests/peers does (same project, same seeding), with dot_settings.py on top so
-that rotation is a switch. Both start in parallel: each migrates its own sqlite file first.
+Started exactly like tests/peers does (same project, same seeding), with dot_settings.py on top:
+grants with the scope ``write`` keep their refresh token, all others rotate it.
 """
 
 from __future__ import annotations
 
 import secrets
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from tokenbroker.providers.base import AppCredentials
@@ -16,17 +15,19 @@ from tokenbroker.providers.base import AppCredentials
 from tests.peers.peer_servers import DOT_ACCESS_TTL_SECONDS, PEERS_DIR, DotPeer, start_peer
 from tests.reliability.harness.results import REPO
 
+ROTATING_SCOPE = "read"
+# dot_validator.NON_ROTATING_SCOPE (that module needs Django configured, so it is not imported here).
+NON_ROTATING_SCOPE = "write"
 
-def start_dot(workdir: Path, *, rotate: bool) -> DotPeer:
-    name = "dot-rotating" if rotate else "dot-non-rotating"
-    workdir = workdir / name
-    workdir.mkdir(parents=True, exist_ok=True)
+__all__ = ["NON_ROTATING_SCOPE", "ROTATING_SCOPE", "start_dot"]
+
+
+def start_dot(workdir: Path) -> DotPeer:
     username, email, password = "peer-user", "peer-user@dot.peer.test", secrets.token_urlsafe(16)
     credentials = AppCredentials(client_id=secrets.token_hex(12), client_secret=secrets.token_urlsafe(32))
     env = {
         "DJANGO_SETTINGS_MODULE": "tests.reliability.harness.dot_settings",
         "PYTHONPATH": f"{PEERS_DIR}:{REPO}",
-        "DOT_ROTATE": "1" if rotate else "0",
         "DOT_DJANGO_SECRET_KEY": secrets.token_urlsafe(32),
         "DOT_DB_PATH": str(workdir / "db.sqlite3"),
         "DOT_ACCESS_TTL": str(DOT_ACCESS_TTL_SECONDS),
@@ -37,13 +38,6 @@ def start_dot(workdir: Path, *, rotate: bool) -> DotPeer:
         "DOT_CLIENT_SECRET": credentials.client_secret,
         "PYTHONUNBUFFERED": "1",
     }
-    server = start_peer(name, [sys.executable, "-m", "dot_project.serve"], cwd=PEERS_DIR, env=env, log_dir=workdir)
+    command = [sys.executable, "-m", "dot_project.serve"]
+    server = start_peer("dot-reliability", command, cwd=PEERS_DIR, env=env, log_dir=workdir)
     return DotPeer(server, username, email, password, credentials, DOT_ACCESS_TTL_SECONDS)
-
-
-def start_both(workdir: Path) -> tuple[DotPeer, DotPeer]:
-    """(rotating, non-rotating), started side by side."""
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rotating = pool.submit(start_dot, workdir, rotate=True)
-        plain = pool.submit(start_dot, workdir, rotate=False)
-        return rotating.result(), plain.result()

@@ -1,12 +1,14 @@
-"""django-oauth-toolkit peer settings with refresh-token rotation switchable (DOT_ROTATE=0/1).
+"""django-oauth-toolkit peer settings for the reliability suite: one server, two rotation behaviours.
 
-The peer of tests/peers always rotates; the reliability suite also needs a provider that does not
-(its refresh answer reuses the refresh token it was sent). Everything else is the peer's own.
+The peer of tests/peers always rotates refresh tokens. Grants with the scope ``write`` do not
+(their refresh answer reuses the refresh token it was sent), so one server process stands in for a
+provider that rotates and one that does not. Everything else is the peer's own settings.
 """
-
-import os
 
 from dot_project.settings import *  # noqa: F403 - the peer's settings, one switch changed
 from dot_project.settings import OAUTH2_PROVIDER
 
-OAUTH2_PROVIDER = {**OAUTH2_PROVIDER, "ROTATE_REFRESH_TOKEN": os.environ.get("DOT_ROTATE", "1") == "1"}
+OAUTH2_PROVIDER = {
+    **OAUTH2_PROVIDER,
+    "OAUTH2_VALIDATOR_CLASS": "tests.reliability.harness.dot_validator.ScopeRotationValidator",
+}
