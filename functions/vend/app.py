@@ -221,7 +221,7 @@ def _body_object(raw: str | None, allowed: frozenset[str]) -> dict[str, Any]:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
         raise InvalidInput("the body must be JSON", field="body") from None
     return _known_fields(body, allowed)
 
