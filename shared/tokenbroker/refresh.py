@@ -3,39 +3,46 @@
 design.md "Refresh: single-flight and rotation-safe", step by step:
 
 1. Acquire the lease on the connection item (conditional update, random owner). Held by someone
-   else -> ``contended`` (never an error). The attempt is recorded in the same write when the
-   store can do that (see ``_acquire``), so an interrupted refresh is visible to the next run.
-2. Re-read the secret under the lease (no cache). Someone already refreshed it, or the caller's
+   else -> ``contended`` (never an error). The attempt is recorded in the same UpdateItem, and the
+   answer still shows a previous, unfinished attempt (an interrupted run).
+2. The item alone may end it here: not due yet (a duplicated message, an early sweep), or backing
+   off after a failure, which *every* caller honours (a vend gets the last failure, ``deferred``).
+3. Re-read the secret under the lease (no cache). Someone already refreshed it, or the caller's
    predicate is false -> release, ``not_needed``.
-3. The item already carried an attempt: an earlier run was interrupted after recording it and
-   before committing. This run is its one retry; it is reported (metric, log, event reason).
 4. Call the provider; the answer is merged over the stored token (kept refresh token and extras).
+   An interrupted attempt is retried this way once and reported (metric, log, event reason).
 5. Persist first: ``TokenStore.put`` of generation + 1 with a deterministic ClientRequestToken,
-   retried (bounded by the lease) until it lands. Only then ``commit_refresh`` on the item.
+   retried (bounded by the lease) until it lands. Only then ``commit_refresh`` on the item, and
+   only a committed run announces ``Token Refreshed``.
+
+AWS calls of a scheduled refresh: acquire, GetSecretValue, PutSecretValue, commit = 4.
 
 The secret is the source of truth for tokens; the item only schedules them. Consequences:
 
 * Crash after the secret write, before the commit: the secret's generation is ahead of the item's.
   The next run sees that under its lease and commits the item from the secret without calling the
-  provider ("reconciled"). The rotated refresh token is not lost.
-* Crash after the provider answered, before the secret write: the answer is gone. With a
-  rotating provider the stored refresh token is now dead, so the next run gets a dead grant:
-  re-authentication from a stored login (Workly) or ``needs_reauth``. Nothing can do better
-  without writing the token somewhere first, and the secret *is* that first place.
-* Lease lost mid-refresh (a worker stalled past its lease while another took over): both would
-  write generation + 1, with the same ClientRequestToken and different content, so Secrets
-  Manager refuses the second write (``GenerationConflict``); the loser keeps the winner's token.
-  A commit refused with ``LeaseLost`` after our secret write landed leaves the item behind the
-  secret, which the next run reconciles; the token is durable, so the result is still
-  ``refreshed`` (``committed=False``).
+  provider ("reconciled"), and announces the token the crashed run never announced.
+* Crash after the provider answered, before the secret write: the answer is gone. With a rotating
+  provider the stored refresh token is now dead and the next run gets a dead grant. A dead grant
+  right after an interrupted attempt is inconclusive (that worker may have outlived its lease and
+  still be writing), so it is looked at again at the next sweep: reconciled if the write landed,
+  else the grant is refused again -> re-login (stored Workly login) or ``needs_reauth``. Nothing can
+  do better: the secret write *is* the first durable place.
+* Lease lost mid-refresh: both workers would write generation + 1 with the same ClientRequestToken
+  and different content; Secrets Manager refuses the second (``GenerationConflict``) and its writer
+  adopts the first. A commit refused with ``LeaseLost`` after our write landed leaves the item
+  behind the secret for the lease holder (or the next run) to reconcile; the token is durable, so
+  the result is still ``refreshed`` with ``committed=False``.
 * A dead grant is fatal only if the refresh token used is still current: the secret is re-read
   first, and a newer generation means another worker won.
 
-Failures are outcomes, not exceptions: transient ones back off on the item (token kept),
-configuration and account problems pause the connection for an hour (no retry storm), a dead
-grant marks the connection (item and secret) ``needs_reauth``. Only the unexpected (an AWS outage,
-``LeaseLost`` outside the commit, a bug) raises. An exception before the provider call releases
-the lease; after it, the lease is left to expire so the recorded attempt stays visible.
+Failures are outcomes, not exceptions: transient ones back off on the item (token kept,
+"Token Refresh Failed" from the 3rd consecutive one, then every 3rd), configuration and account
+problems pause the connection for an hour (no retry storm; event every time), a dead grant marks
+the connection (secret first, so vends answer 409, then the item) ``needs_reauth``. Only the
+unexpected (an AWS outage, ``LeaseLost`` outside the commit, a bug) raises. An exception before the
+provider call releases the lease; after it, the lease is left to expire so the recorded attempt
+stays visible.
 """
 
 from __future__ import annotations

@@ -353,3 +353,41 @@ def test_crash_between_marking_the_secret_and_the_item(sandboxed: Rig, worksecti
     [event] = rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
     assert event.reason == "needs_reauth:recovered"
     assert rig.metrics.total("ConnectionsNeedingReauth", provider="worksection") == 1
+
+
+def test_a_newer_secret_after_needs_reauth_is_adopted(rig: Rig) -> None:
+    """The item says needs_reauth, yet a newer active token landed in the secret afterwards (a worker
+    that outlived its lease wrote it). The next engine run adopts it: active, scheduled, announced."""
+    provider = seed_scripted(rig)
+    stale = rig.tokens.get(SCRIPTED_KEY)
+    # Mark the connection as a dead grant would have...
+    owner = "marker"
+    assert rig.connections.acquire_lease(SCRIPTED_KEY, owner, LEASE) is not None
+    rig.tokens.put(SCRIPTED_KEY, StoredToken(stale.token, 1, ConnectionStatus.NEEDS_REAUTH))
+    rig.connections.mark_needs_reauth(SCRIPTED_KEY, owner, ReauthorizationRequired("dead", provider="worksection"))
+    # ...then the late writer's generation 2 lands.
+    late = StoredToken(provider.issue(), 2)
+    rig.tokens.put(SCRIPTED_KEY, late)
+
+    result = rig.engine().refresh(SCRIPTED_KEY, reason="vend", should_refresh=lambda s: s.generation < 2)
+    assert result.outcome is RefreshOutcome.NOT_NEEDED and result.reconciled
+    item = rig.item(SCRIPTED_KEY)
+    assert item.status is ConnectionStatus.ACTIVE and item.generation == 2 and item.next_refresh_at is not None
+    assert rig.tokens.get(SCRIPTED_KEY) == late
+    assert [(e.generation, e.reason) for e in rig.events.of_type(EventType.TOKEN_REFRESHED)] == [(2, "reconciled")]
+    assert provider.refresh_calls == 0
+    # Back in the due index: the sweep sees it again when it falls due.
+    assert SCRIPTED_KEY in set(rig.connections.due(late.token.expires_at))
+
+
+def test_needs_reauth_without_a_newer_secret_stays_put(rig: Rig) -> None:
+    provider = seed_scripted(rig)
+    stale = rig.tokens.get(SCRIPTED_KEY)
+    assert rig.connections.acquire_lease(SCRIPTED_KEY, "marker", LEASE) is not None
+    rig.connections.mark_needs_reauth(SCRIPTED_KEY, "marker", ReauthorizationRequired("dead", provider="worksection"))
+    # The secret was never marked (that write failed): the engine repairs it, so vends answer 409.
+    result = rig.engine().refresh(SCRIPTED_KEY, reason="vend", should_refresh=lambda _: True)
+    assert result.outcome is RefreshOutcome.NEEDS_REAUTH
+    assert rig.tokens.get(SCRIPTED_KEY).status is ConnectionStatus.NEEDS_REAUTH
+    assert rig.tokens.get(SCRIPTED_KEY).token == stale.token
+    assert provider.refresh_calls == 0 and rig.item(SCRIPTED_KEY).lease is None

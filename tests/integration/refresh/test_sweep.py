@@ -80,6 +80,7 @@ def seed_items(rig: Rig, table: DynamoTable, count: int) -> set[ConnectionKey]:
     return due
 
 
+@pytest.mark.slow  # about 10 s on an idle machine: moto answers each SQS call in tens of ms
 def test_sweep_of_a_thousand_connections_enqueues_exactly_the_due_ones(
     rig: Rig, table: DynamoTable, sqs: Any, queue_url: str
 ) -> None:
