@@ -106,10 +106,6 @@ def _sweep_profile(out_dir: Path, bench_pid: int, moto_pid: int | None) -> Itera
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     isolate_aws_environment()
-    # Imported after the environment is set: tokenbroker.observability reads it at import.
-    from infra.bench import calls, concurrency, emulator, latency, sweep  # noqa: PLC0415
-    from infra.bench.rig import build_rig  # noqa: PLC0415
-
     run = Run()
     env = environment.describe()
     env["options"] = {
@@ -120,57 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sections": args.sections,
     }
     wanted = set(args.sections)
-    out_dir = args.out.parent
     if "coldstart" in wanted:
-
-        def cold() -> list[Figure]:
-            found = coldstart.measure(args.cold_runs)
-            if args.profile:
-                out_dir.mkdir(parents=True, exist_ok=True)
-                (out_dir / "profile-coldstart.txt").write_text(coldstart.import_profiles(), encoding="utf-8")
-            return found
-
-        run.section("coldstart", cold)
-
-    calls_result: calls.CallsResult | None = None
-    sweep_result: sweep.SweepResult | None = None
-    rig_sections = wanted & {"calls", "emulator", "concurrency", "latency", "sweep", "cost"}
-    if rig_sections:
-        progress("starting moto (child process), resources from template.yaml, the Worksection sandbox ...")
-        with build_rig() as rig:
-            if "calls" in wanted or "cost" in wanted:
-
-                def count() -> list[Figure]:
-                    nonlocal calls_result
-                    calls_result = calls.measure(rig)
-                    return calls_result.figures() if "calls" in wanted else []
-
-                run.section("calls", count)
-            if "emulator" in wanted:
-                run.section("emulator", lambda: emulator.measure(rig).figures())
-            if "concurrency" in wanted:
-                run.section("concurrency", lambda: concurrency.measure(rig).figures())
-            if "latency" in wanted:
-                run.section("latency", lambda: latency.measure(rig, rig.workdir, samples=args.samples))
-            if "sweep" in wanted:
-
-                def sweep_figures() -> list[Figure]:
-                    nonlocal sweep_result
-                    around = (
-                        (lambda: _sweep_profile(out_dir, os.getpid(), rig.moto.pid))
-                        if args.profile
-                        else contextlib.nullcontext
-                    )
-                    sweep_result = sweep.measure(
-                        rig, connections=args.connections, concurrency=args.concurrency, around_run=around
-                    )
-                    return sweep_result.figures()
-
-                run.section("sweep", sweep_figures)
+        run.section("coldstart", lambda: _cold_start(args))
+    measured = Measured()
+    if wanted & {"calls", "emulator", "concurrency", "latency", "sweep", "cost"}:
+        _with_rig(run, args, measured)
     if "layer" in wanted:
         run.section("layer", lambda: [coldstart.layer_figure(build=args.build)])
     if "cost" in wanted:
-        run.section("cost", lambda: [cost_figure(calls_result, sweep_result)])
+        run.section("cost", lambda: [cost_figure(measured.calls, measured.sweep)])
 
     env["sections"] = run.sections
     env["load_average_at_end"] = environment.load_average()
@@ -181,6 +135,65 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"could not measure: {', '.join(run.failed)} (see stderr)", file=sys.stderr)
         return 1
     return 0
+
+
+class Measured:
+    """Results that later sections (the cost model) build on."""
+
+    calls: Any = None
+    sweep: Any = None
+
+
+def _cold_start(args: argparse.Namespace) -> list[Figure]:
+    found = coldstart.measure(args.cold_runs)
+    if args.profile:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        (args.out.parent / "profile-coldstart.txt").write_text(coldstart.import_profiles(), encoding="utf-8")
+    return found
+
+
+def _with_rig(run: Run, args: argparse.Namespace, measured: Measured) -> None:
+    """The sections that need moto, the sandbox and the template's resources, on one rig."""
+    # Imported after the environment is set: tokenbroker.observability reads it at import.
+    from infra.bench import calls, concurrency, emulator, latency, sweep  # noqa: PLC0415
+    from infra.bench.rig import build_rig  # noqa: PLC0415
+
+    wanted = set(args.sections)
+    out_dir = args.out.parent
+    profile_dir = out_dir if args.profile else None
+    progress("starting moto (child process), resources from template.yaml, the Worksection sandbox ...")
+    with build_rig() as rig:
+        if "calls" in wanted or "cost" in wanted:
+
+            def count() -> list[Figure]:
+                result = calls.measure(rig)
+                measured.calls = result
+                return result.figures() if "calls" in wanted else []
+
+            run.section("calls", count)
+        if "emulator" in wanted:
+            run.section("emulator", lambda: emulator.measure(rig).figures())
+        if "concurrency" in wanted:
+            run.section("concurrency", lambda: concurrency.measure(rig).figures())
+        if "latency" in wanted:
+            run.section(
+                "latency", lambda: latency.measure(rig, rig.workdir, samples=args.samples, profile_dir=profile_dir)
+            )
+        if "sweep" in wanted:
+
+            def sweep_figures() -> list[Figure]:
+                around = (
+                    (lambda: _sweep_profile(out_dir, os.getpid(), rig.moto.pid))
+                    if args.profile
+                    else contextlib.nullcontext
+                )
+                result = sweep.measure(
+                    rig, connections=args.connections, concurrency=args.concurrency, around_run=around
+                )
+                measured.sweep = result
+                return result.figures()
+
+            run.section("sweep", sweep_figures)
 
 
 def cost_figure(calls_result: Any, sweep_result: Any) -> Figure:

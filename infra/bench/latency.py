@@ -39,6 +39,7 @@ from tokenbroker.stores.connections import ConnectionStore
 from tokenbroker.stores.tokens import TokenStore
 from tokenbroker.tokens import TokenSet
 
+from infra.bench import profiling
 from infra.bench.figures import Figure, at_most
 from infra.bench.lambda_events import context_for, function_id, vend_event
 from infra.bench.moto_process import REPO_ROOT
@@ -50,6 +51,7 @@ SAMPLES = 300
 WARMUP = 20
 READY_TIMEOUT = 90.0
 TARGET_P50_RATIO = 1.5
+PROFILE_RATE = 1000  # samples per second: a few seconds of vends need a dense profile
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +125,7 @@ def _fresh_token() -> TokenSet:
 class RunningStack:
     info: dict[str, Any]
     log: Path
+    pid: int
 
 
 @contextmanager
@@ -147,7 +150,7 @@ def local_stack(workdir: Path) -> Iterator[RunningStack]:
                     raise RuntimeError(f"the local stack was not ready within {READY_TIMEOUT:.0f} s; see {log}")
                 time.sleep(0.2)
             time.sleep(0.2)  # the file is written in one go, but give the writer its close()
-            yield RunningStack(json.loads(ready.read_text(encoding="utf-8")), log)
+            yield RunningStack(json.loads(ready.read_text(encoding="utf-8")), log, process.pid)
         finally:
             process.terminate()
             try:
@@ -157,7 +160,8 @@ def local_stack(workdir: Path) -> Iterator[RunningStack]:
                 process.wait(timeout=5)
 
 
-def measure_local_stack(workdir: Path, samples: int = SAMPLES) -> LatencyPair:
+def measure_local_stack(workdir: Path, samples: int = SAMPLES, profile_dir: Path | None = None) -> LatencyPair:
+    """``profile_dir``: py-spy the stack process and the bench process while the samples run."""
     with local_stack(workdir) as stack:
         info = stack.info
         session = boto3.Session(
@@ -188,13 +192,37 @@ def measure_local_stack(workdir: Path, samples: int = SAMPLES) -> LatencyPair:
         def raw() -> None:
             secretsmanager.get_secret_value(SecretId=name)
 
-        vend_times, raw_times = _interleaved(vend, raw, samples)
+        with _profiled(profile_dir, stack.pid):
+            vend_times, raw_times = _interleaved(vend, raw, samples)
     setup = (
         "local stack in a child process (python -m infra.localstack: moto + SigV4 gateway + vend handler); "
         "consumer = TokenBrokerClient.send (SigV4, kept-alive HTTP) in the bench process; "
         "baseline = boto3 GetSecretValue from the bench process to the stack's moto server"
     )
     return LatencyPair(Summary.of(vend_times), Summary.of(raw_times), setup)
+
+
+@contextmanager
+def _profiled(profile_dir: Path | None, stack_pid: int) -> Iterator[None]:
+    if profile_dir is None:
+        yield
+        return
+    profile_dir.mkdir(parents=True, exist_ok=True)
+    samplers = [
+        profiling.Sampler(stack_pid, profile_dir / "profile-vend-stack.raw", rate=PROFILE_RATE),
+        profiling.Sampler(os.getpid(), profile_dir / "profile-vend-consumer.raw", rate=PROFILE_RATE),
+    ]
+    for sampler in samplers:
+        sampler.start()
+    try:
+        yield
+    finally:
+        report = ""
+        for sampler in samplers:
+            sampler.stop()
+            if sampler.out.exists():
+                report += profiling.render(sampler.out.name, profiling.summarise(sampler.out, top=25)) + "\n"
+        (profile_dir / "profile-vend.txt").write_text(report, encoding="utf-8")
 
 
 # --- in-process handler --------------------------------------------------------------------------
@@ -230,11 +258,13 @@ def measure_in_process(rig: Rig, samples: int = SAMPLES) -> LatencyPair:
     return LatencyPair(Summary.of(vend_times), Summary.of(raw_times), setup)
 
 
-def measure(rig: Rig, workdir: Path | None = None, samples: int = SAMPLES) -> list[Figure]:
+def measure(
+    rig: Rig, workdir: Path | None = None, samples: int = SAMPLES, profile_dir: Path | None = None
+) -> list[Figure]:
     in_process = measure_in_process(rig, samples)
     directory = workdir or Path(tempfile.mkdtemp(prefix="tokenbroker-bench-stack-"))
     try:
-        over_stack = measure_local_stack(directory, samples)
+        over_stack = measure_local_stack(directory, samples, profile_dir)
     except Exception as error:  # the stack is someone else's part: measure without it, say so
         reason = f"local stack unavailable ({type(error).__name__}: {error}); measured in-process instead"
         substitute = LatencyPair(in_process.vend, in_process.raw, f"{in_process.setup}. {reason}")

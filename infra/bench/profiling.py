@@ -30,16 +30,17 @@ def py_spy() -> str | None:
 class Sampler:
     """py-spy recording ``pid`` into ``out`` until ``stop()`` (SIGINT: py-spy then writes its file)."""
 
-    def __init__(self, pid: int, out: Path) -> None:
+    def __init__(self, pid: int, out: Path, *, rate: int = SAMPLE_RATE) -> None:
         self._pid = pid
         self.out = out
+        self._rate = rate
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Self:
         binary = py_spy()
         if binary is None:
             raise RuntimeError("py-spy is not installed (pip install py-spy)")
-        command = [binary, "record", "--pid", str(self._pid), "--rate", str(SAMPLE_RATE)]
+        command = [binary, "record", "--pid", str(self._pid), "--rate", str(self._rate)]
         command += ["--duration", str(MAX_SECONDS), "--format", "raw", "--output", str(self.out)]
         command += ["--nonblocking", "--gil"]
         self._process = subprocess.Popen(  # noqa: S603 - py-spy on a process of this bench
