@@ -71,21 +71,34 @@ def write_rows(rows: list[Row], *, run_id: str, worker: str, directory: Path = R
     return path
 
 
-def latest_run(directory: Path = RESULTS_DIR) -> tuple[str, list[Row]]:
-    """The rows of the most recently written run (all its workers), in a stable order."""
-    runs = [p for p in directory.glob("run-*") if p.is_dir() and any(p.glob("*.json"))]
-    if not runs:
-        raise FileNotFoundError(f"no reliability results under {directory}: run pytest tests/reliability first")
-    newest = max(runs, key=lambda p: max(f.stat().st_mtime for f in p.glob("*.json")))
+def _load_run(run_dir: Path) -> list[Row]:
     rows: list[Row] = []
-    for path in sorted(newest.glob("*.json")):
+    for path in sorted(run_dir.glob("*.json")):
         document = json.loads(path.read_text(encoding="utf-8"))
         rows.extend(Row.from_dict(r) for r in document["rows"])
     rows.sort(key=lambda r: (AREA_ORDER.get(r.area, 99), r.test, r.fault))
-    return newest.name.removeprefix("run-"), rows
+    return rows
 
 
-def prune_runs(keep: int = 5, directory: Path = RESULTS_DIR) -> None:
+def latest_run(directory: Path = RESULTS_DIR, run_id: str | None = None) -> tuple[str, list[Row]]:
+    """The rows of one run (all its workers), in a stable order.
+
+    ``run_id`` picks a run; otherwise the newest run that covers every area (a whole-suite run),
+    or the newest run at all when none does (a single test run must not replace the table).
+    """
+    runs = [p for p in directory.glob("run-*") if p.is_dir() and any(p.glob("*.json"))]
+    if run_id is not None:
+        runs = [p for p in runs if p.name == f"run-{run_id}"]
+    if not runs:
+        raise FileNotFoundError(f"no reliability results under {directory}: run pytest tests/reliability first")
+    runs.sort(key=lambda p: max(f.stat().st_mtime for f in p.glob("*.json")), reverse=True)
+    loaded = [(p, _load_run(p)) for p in runs]
+    complete = [(p, rows) for p, rows in loaded if {r.area for r in rows} >= set(AREA_ORDER)]
+    chosen, rows = (complete or loaded)[0]
+    return chosen.name.removeprefix("run-"), rows
+
+
+def prune_runs(keep: int = 20, directory: Path = RESULTS_DIR) -> None:
     """Drop all but the newest ``keep`` runs (the directory is a cache, not history)."""
     runs = sorted(
         (p for p in directory.glob("run-*") if p.is_dir()),
