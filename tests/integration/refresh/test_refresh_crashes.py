@@ -286,13 +286,13 @@ class BeforeCall(Provider):
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def authorization_url(self, **kwargs: Any) -> str:  # type: ignore[override]
+    def authorization_url(self, **kwargs: Any) -> str:
         return self._inner.authorization_url(**kwargs)
 
-    def exchange_code(self, **kwargs: Any) -> TokenSet:  # type: ignore[override]
+    def exchange_code(self, **kwargs: Any) -> TokenSet:
         return self._inner.exchange_code(**kwargs)
 
-    def password_grant(self, **kwargs: Any) -> TokenSet:  # type: ignore[override]
+    def password_grant(self, **kwargs: Any) -> TokenSet:
         return self._inner.password_grant(**kwargs)
 
 

@@ -114,9 +114,9 @@ def _stored(provider: ScriptedProvider, key: ConnectionKey, rig: Rig) -> StoredT
 def test_worker_batch_publishes_events_in_one_put_events(
     app: Any, rig: Rig, aws_clients: AwsClients, sqs: Any, queue_url: str
 ) -> None:
-    events_client = aws_clients.client("events")
+    events_client: Any = aws_clients.client("events")
     events_client.create_event_bus(Name="tokenbroker-test")
-    sink = BatchingEventSink(events_client, "tokenbroker-test")  # type: ignore[arg-type]
+    sink = BatchingEventSink(events_client, "tokenbroker-test")
     provider = ScriptedProvider("worksection", rig.clock)
     rig.providers["worksection"] = provider
     keys = [ConnectionKey("worksection", f"e{n}") for n in range(10)]
@@ -167,7 +167,8 @@ def test_handlers_build_their_collaborators_from_the_environment(
 ) -> None:
     """No injection: Settings from the environment, wiring.Runtime, a batching event sink."""
     sqs = aws_clients.client("sqs")
-    aws_clients.client("events").create_event_bus(Name="tokenbroker-env")
+    events_client: Any = aws_clients.client("events")
+    events_client.create_event_bus(Name="tokenbroker-env")
     monkeypatch.setenv("TABLE_NAME", table.name)
     monkeypatch.setenv("STAGE", "test")
     monkeypatch.setenv("REFRESH_QUEUE_URL", queue_url)
