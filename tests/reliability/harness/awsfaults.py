@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from botocore.awsrequest import AWSPreparedRequest, AWSResponse
+from botocore.compat import HTTPHeaders
 
 # (HTTP status, error code) per kind, per protocol (JSON 1.0 DynamoDB, JSON 1.1 Secrets Manager).
 KINDS = {
@@ -120,5 +121,7 @@ class AwsFaults:
         protocol = "1.0" if target.startswith("DynamoDB") else "1.1"
         error_type = f"com.amazonaws.dynamodb.v20120810#{code}" if protocol == "1.0" else code
         body = json.dumps({"__type": error_type, "message": f"injected {code}"}).encode()
-        headers = {"Content-Type": f"application/x-amz-json-{protocol}", "x-amzn-RequestId": "injected-fault"}
+        headers = HTTPHeaders()
+        headers["Content-Type"] = f"application/x-amz-json-{protocol}"
+        headers["x-amzn-RequestId"] = "injected-fault"
         return AWSResponse(request.url, status, headers, _Body(body))
