@@ -94,7 +94,11 @@ def form_fields() -> dict[str, str]:
     content_type = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if content_type != FORM_CONTENT_TYPE:
         raise InvalidInput("the form must be sent as application/x-www-form-urlencoded")
-    body = app.current_event.decoded_body or ""
+    try:
+        body = app.current_event.decoded_body or ""
+    except UnicodeDecodeError:
+        # A browser posts this form as UTF-8; anything else is not ours to guess at.
+        raise InvalidInput("the form must be UTF-8 text") from None
     if len(body) > MAX_FORM_BYTES:
         raise InvalidInput("the form is too large")
     try:
