@@ -11,46 +11,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
+# One reader of template.yaml for the whole repo (short-form tags as long-form intrinsics).
+from infra.localstack.template import DEFAULT_TEMPLATE, load_template
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+__all__ = ["DEFAULT_TEMPLATE", "TemplateTableError", "create_table_from_template", "load_template", "table_properties"]
+
 TABLE_LOGICAL_ID = "Table"
 
 
 class TemplateTableError(Exception):
     """The template's table cannot be translated into a CreateTable call."""
-
-
-class _CfnTolerantLoader(yaml.SafeLoader):
-    """SafeLoader that reads ``!Ref``/``!Sub``/``!If``... as long-form intrinsic dicts."""
-
-
-def _intrinsic(loader: _CfnTolerantLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    value: Any
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    elif isinstance(node, yaml.MappingNode):
-        value = loader.construct_mapping(node, deep=True)
-    else:
-        raise TemplateTableError(f"unsupported node for !{suffix}")
-    return {"Ref": value} if suffix == "Ref" else {f"Fn::{suffix}": value}
-
-
-_CfnTolerantLoader.add_multi_constructor("!", _intrinsic)
-
-
-def load_template(path: str | Path = DEFAULT_TEMPLATE) -> dict[str, Any]:
-    with Path(path).open(encoding="utf-8") as stream:
-        document = yaml.load(stream, Loader=_CfnTolerantLoader)  # noqa: S506 - a SafeLoader subclass
-    if not isinstance(document, dict) or not isinstance(document.get("Resources"), dict):
-        raise TemplateTableError(f"{path} has no Resources")
-    return document
 
 
 def table_properties(template: Mapping[str, Any], logical_id: str = TABLE_LOGICAL_ID) -> dict[str, Any]:

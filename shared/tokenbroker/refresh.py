@@ -78,11 +78,11 @@ from tokenbroker.models import Connection, ConnectionStatus, LastError, Password
 from tokenbroker.observability import NAMESPACE, SERVICE, logger
 from tokenbroker.providers.base import Provider
 from tokenbroker.providers.catalog import CatalogEntry
+from tokenbroker.providers.registry import ProviderResolver
 from tokenbroker.stores.connections import ConnectionStore
 from tokenbroker.stores.tokens import GenerationConflict, TokenStore
 from tokenbroker.tokens import TokenSet
 
-ProviderResolver = Callable[[str], Provider]
 ShouldRefresh = Callable[[StoredToken], bool]
 
 # How early a scheduled refresh may run: the sweep's query horizon (it enqueues what falls due
