@@ -23,7 +23,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,18 +90,25 @@ class LatencyPair:
         ]
 
 
-def _interleaved(vend: Callable[[], None], raw: Callable[[], None], samples: int) -> tuple[list[float], list[float]]:
+def _interleaved(
+    vend: Callable[[], None],
+    raw: Callable[[], None],
+    samples: int,
+    around: Callable[[], AbstractContextManager[object]] = nullcontext,
+) -> tuple[list[float], list[float]]:
+    """Warm up (first requests build clients and collaborators), then alternate the two series."""
     for _ in range(WARMUP):
         vend()
         raw()
     vend_times: list[float] = []
     raw_times: list[float] = []
-    for n in range(samples):
-        order = ((vend, vend_times), (raw, raw_times)) if n % 2 == 0 else ((raw, raw_times), (vend, vend_times))
-        for call, times in order:
-            started = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - started)
+    with around():
+        for n in range(samples):
+            order = ((vend, vend_times), (raw, raw_times)) if n % 2 == 0 else ((raw, raw_times), (vend, vend_times))
+            for call, times in order:
+                started = time.perf_counter()
+                call()
+                times.append(time.perf_counter() - started)
     return vend_times, raw_times
 
 
@@ -192,8 +199,7 @@ def measure_local_stack(workdir: Path, samples: int = SAMPLES, profile_dir: Path
         def raw() -> None:
             secretsmanager.get_secret_value(SecretId=name)
 
-        with _profiled(profile_dir, stack.pid):
-            vend_times, raw_times = _interleaved(vend, raw, samples)
+        vend_times, raw_times = _interleaved(vend, raw, samples, around=lambda: _profiled(profile_dir, stack.pid))
     setup = (
         "local stack in a child process (python -m infra.localstack: moto + SigV4 gateway + vend handler); "
         "consumer = TokenBrokerClient.send (SigV4, kept-alive HTTP) in the bench process; "
