@@ -97,12 +97,13 @@ class CallsResult:
                 details=self.scheduled.details(),
             ),
             Figure(
-                "aws_calls.sweep_per_connection",
-                sum(self.sweep_calls.values()) / max(1, self.swept),
-                "calls/connection",
+                "aws_calls.sweep_run",
+                float(sum(self.sweep_calls.values())),
+                "calls/run",
                 setup=SETUP,
-                notes=f"one sweep run that found {self.swept} due connections (Query per due-index shard + "
-                "SendMessageBatch per 10); the Query part is per run, not per connection",
+                notes=f"one sweep run that found {self.swept} due connections: "
+                f"{self.sweep_calls.get('dynamodb.Query', 0)} Query (one per due-index shard, whatever is due) + "
+                f"{self.sweep_calls.get('sqs.SendMessageBatch', 0)} SendMessageBatch (one per 10 due)",
                 details={"calls": dict(sorted(self.sweep_calls.items())), "due_connections": self.swept},
             ),
         ]
