@@ -93,7 +93,7 @@ class CallsResult:
                 target=at_most(4, of=Applies.VALUE),
                 setup=SETUP,
                 notes="worker handler, one SQS batch of 10 that the real sweep enqueued; the sweep's own calls "
-                "are in aws_calls.sweep_per_connection",
+                "are in aws_calls.sweep_run",
                 details=self.scheduled.details(),
             ),
             Figure(
