@@ -11,21 +11,19 @@ Collaborators are built on first use from the environment; ``use_services`` inje
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from tokenbroker.events import EventSink
 from tokenbroker.observability import logger, tracer
-from tokenbroker.sweep import DEFAULT_HORIZON, DEFAULT_MAX_MESSAGES, RefreshWorker, Sweeper, flush_events
+from tokenbroker.sweep import RefreshWorker, Sweeper, flush_events
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
     from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from mypy_boto3_events import EventBridgeClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,37 +54,10 @@ def services() -> Services:
 
 def _services_from_env() -> Services:
     # Imported here: only the first invocation of a cold start pays for it.
-    from tokenbroker.refresh import RefreshEngine  # noqa: PLC0415
-    from tokenbroker.sweep import BatchingEventSink  # noqa: PLC0415
     from tokenbroker.wiring import Runtime  # noqa: PLC0415
 
     runtime = Runtime.from_env()
-    settings = runtime.settings
-    # Events of a batch go out in one PutEvents after it (a refresh stays within 4 AWS calls).
-    bus = settings.event_bus_name
-    events: EventSink = (
-        BatchingEventSink(cast("EventBridgeClient", runtime.aws.client("events")), bus) if bus else runtime.events
-    )
-    engine = RefreshEngine(
-        tokens=runtime.tokens,
-        connections=runtime.connections,
-        providers=runtime.providers,
-        events=events,
-        clock=runtime.clock,
-        lease_seconds=settings.lease_seconds,
-        catalog=runtime.catalog,
-    )
-    sweeper = None
-    if settings.refresh_queue_url:
-        sweeper = Sweeper(
-            connections=runtime.connections,
-            sqs=runtime.sqs,
-            queue_url=settings.refresh_queue_url,
-            clock=runtime.clock,
-            horizon=float(os.environ.get("SWEEP_HORIZON_SECONDS") or DEFAULT_HORIZON),
-            max_messages=int(os.environ.get("SWEEP_MAX_MESSAGES") or DEFAULT_MAX_MESSAGES),
-        )
-    return Services(worker=RefreshWorker(engine), events=events, sweeper=sweeper)
+    return Services(worker=runtime.refresh_worker, events=runtime.worker_events, sweeper=runtime.sweeper)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from tokenbroker.aws import AwsCallCounter
 from tokenbroker.keys import ConnectionKey
-from tokenbroker.sweep import RefreshWorker, Sweeper
+from tokenbroker.sweep import Sweeper
 
 from infra.bench.figures import Applies, Figure, at_most
 from infra.bench.lambda_events import context_for, function_id, schedule_event, sqs_event, vend_event
@@ -169,9 +169,7 @@ def measure_scheduled_calls(rig: Rig, refresh: ModuleType) -> tuple[CallCounts, 
     runtime = rig.fresh_runtime(clients)
     queue_url = rig.queue_url
     sweeper = Sweeper(connections=runtime.connections, sqs=runtime.sqs, queue_url=queue_url, clock=runtime.clock)
-    refresh.use_services(
-        refresh.Services(worker=RefreshWorker(runtime.refresher), events=runtime.events, sweeper=sweeper)
-    )
+    refresh.use_services(refresh.Services(worker=runtime.refresh_worker, events=runtime.worker_events, sweeper=sweeper))
     sweep_context = context_for(rig.topology, function_id(rig.topology, "refresh", "app.sweep_handler"))
     worker_context = context_for(rig.topology, function_id(rig.topology, "refresh", "app.worker_handler"))
     queue_arn = next(q.arn for q in rig.resources.queues.values() if q.url == queue_url)

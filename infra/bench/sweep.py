@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from tokenbroker.aws import AwsCallCounter
 from tokenbroker.keys import ConnectionKey
-from tokenbroker.sweep import RefreshWorker, Sweeper
+from tokenbroker.sweep import Sweeper
 
 from infra.bench.environment import CpuSnapshot, machine_share
 from infra.bench.figures import Figure, at_most
@@ -286,9 +286,7 @@ def measure(
     sweeper = Sweeper(
         connections=runtime.connections, sqs=cast("SQSClient", queue), queue_url=queue.url, clock=runtime.clock
     )
-    refresh.use_services(
-        refresh.Services(worker=RefreshWorker(runtime.refresher), events=runtime.events, sweeper=sweeper)
-    )
+    refresh.use_services(refresh.Services(worker=runtime.refresh_worker, events=runtime.worker_events, sweeper=sweeper))
     worker_context = context_for(rig.topology, function_id(rig.topology, "refresh", "app.worker_handler"))
     sweep_context = context_for(rig.topology, function_id(rig.topology, "refresh", "app.sweep_handler"))
     queue_arn = next(q.arn for q in rig.resources.queues.values() if q.url == rig.queue_url)

@@ -44,6 +44,9 @@ class Settings:
     # How long a vend waits for another worker's refresh before answering 503.
     vend_wait_seconds: float = 8.0
     connect_session_seconds: float = 900.0
+    # The sweep enqueues what falls due before its next run: keep equal to the schedule's interval.
+    sweep_horizon_seconds: float = 300.0
+    sweep_max_messages: int = 10_000
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -63,4 +66,6 @@ class Settings:
             lease_seconds=_number(env, "LEASE_SECONDS", 90.0),
             vend_wait_seconds=_number(env, "VEND_WAIT_SECONDS", 8.0),
             connect_session_seconds=_number(env, "CONNECT_SESSION_SECONDS", 900.0),
+            sweep_horizon_seconds=_number(env, "SWEEP_HORIZON_SECONDS", 300.0),
+            sweep_max_messages=int(_number(env, "SWEEP_MAX_MESSAGES", 10_000)),
         )

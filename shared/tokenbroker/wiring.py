@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from tokenbroker.stores.connections import ConnectionStore
     from tokenbroker.stores.onetime import OneTimeStore
     from tokenbroker.stores.tokens import TokenStore
+    from tokenbroker.sweep import RefreshWorker, Sweeper
     from tokenbroker.vending import VendingService
 
 T = TypeVar("T")
@@ -122,20 +123,62 @@ class Runtime:
 
         return self._once("providers", lambda: ProviderRegistry(self.catalog, self.app_credentials, clock=self.clock))
 
-    @property
-    def refresher(self) -> RefreshEngine:
+    def _engine(self, events: EventSink) -> RefreshEngine:
         from tokenbroker.refresh import RefreshEngine  # noqa: PLC0415
 
+        return RefreshEngine(
+            tokens=self.tokens,
+            connections=self.connections,
+            providers=self.providers,
+            events=events,
+            clock=self.clock,
+            lease_seconds=self.settings.lease_seconds,
+            catalog=self.catalog,
+        )
+
+    @property
+    def refresher(self) -> RefreshEngine:
+        """The engine for on-demand refreshes: events are published as they happen."""
+        return self._once("refresher", lambda: self._engine(self.events))
+
+    @property
+    def worker_events(self) -> EventSink:
+        """The refresh worker's sink: one PutEvents per SQS batch, flushed by the handler after it.
+
+        This keeps a scheduled refresh within its budget of 4 AWS calls plus the provider call.
+        """
+        bus = self.settings.event_bus_name
+        if not bus:
+            return self.events
+        from tokenbroker.sweep import BatchingEventSink  # noqa: PLC0415
+
         return self._once(
-            "refresher",
-            lambda: RefreshEngine(
-                tokens=self.tokens,
+            "worker_events", lambda: BatchingEventSink(cast("EventBridgeClient", self.aws.client("events")), bus)
+        )
+
+    @property
+    def refresh_worker(self) -> RefreshWorker:
+        from tokenbroker.sweep import RefreshWorker  # noqa: PLC0415
+
+        return self._once("refresh_worker", lambda: RefreshWorker(self._engine(self.worker_events)))
+
+    @property
+    def sweeper(self) -> Sweeper | None:
+        """None where this deployment has no refresh queue (a worker-only process)."""
+        queue_url = self.settings.refresh_queue_url
+        if not queue_url:
+            return None
+        from tokenbroker.sweep import Sweeper  # noqa: PLC0415
+
+        return self._once(
+            "sweeper",
+            lambda: Sweeper(
                 connections=self.connections,
-                providers=self.providers,
-                events=self.events,
+                sqs=self.sqs,
+                queue_url=queue_url,
                 clock=self.clock,
-                lease_seconds=self.settings.lease_seconds,
-                catalog=self.catalog,
+                horizon=self.settings.sweep_horizon_seconds,
+                max_messages=self.settings.sweep_max_messages,
             ),
         )
 
