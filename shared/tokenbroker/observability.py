@@ -20,8 +20,9 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
     """Masks secret fields and every remembered secret value before a record is serialised."""
 
     def serialize(self, log: LogRecord) -> str:
-        redacted: Any = redact(dict(log))
-        # A last pass over the final line catches a secret that a json_default produced.
+        # Fields by name in the structure; values in one pass over the final line, which also
+        # catches whatever a json_default produced.
+        redacted: Any = redact(dict(log), scrub_values=False)
         return SECRETS.scrub(super().serialize(redacted))
 
 

@@ -11,6 +11,7 @@ receives an authorization code registers it with ``remember_secret``.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -50,8 +51,10 @@ class SecretRegistry:
         with self._lock:
             for value in values:
                 if value and len(value) >= MIN_SECRET_LENGTH:
-                    self._values[value] = None
-                    self._values.move_to_end(value)
+                    # Also as it appears inside a JSON log line (a password with a quote or an accent).
+                    for form in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}:
+                        self._values[form] = None
+                        self._values.move_to_end(form)
             while len(self._values) > self._capacity:
                 self._values.popitem(last=False)
 
@@ -72,18 +75,22 @@ def remember_secret(*values: str | None) -> None:
     SECRETS.remember(*values)
 
 
-def redact(value: Any) -> Any:
-    """A copy of ``value`` with secret fields masked and remembered secret values scrubbed."""
+def redact(value: Any, *, scrub_values: bool = True) -> Any:
+    """A copy of ``value`` with secret fields masked and (by default) remembered secret values scrubbed.
+
+    ``scrub_values=False`` masks fields only, for a caller that scrubs the serialised result once
+    (the log formatter: one pass over the final line instead of one per string field).
+    """
     if isinstance(value, str):
-        return SECRETS.scrub(value)
+        return SECRETS.scrub(value) if scrub_values else value
     if isinstance(value, Mapping):
         return {
-            key: MASK if str(key).lower() in SECRET_FIELD_NAMES and item else redact(item)
+            key: MASK if str(key).lower() in SECRET_FIELD_NAMES and item else redact(item, scrub_values=scrub_values)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [redact(item) for item in value]
+        return [redact(item, scrub_values=scrub_values) for item in value]
     if value is None or isinstance(value, bool | int | float):
         return value
     # Anything else (an exception, a dataclass) is serialised with str() later: scrub that form.
-    return SECRETS.scrub(str(value))
+    return SECRETS.scrub(str(value)) if scrub_values else str(value)

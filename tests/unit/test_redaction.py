@@ -81,3 +81,12 @@ def test_no_tracer_keeps_the_handler_itself() -> None:
 
     assert NoTracer().capture_lambda_handler(capture_response=False)(handler) is handler
     assert NoTracer().capture_lambda_handler(handler) is handler
+
+
+def test_a_secret_that_json_escapes_is_masked_in_the_final_line() -> None:
+    PasswordLogin("ann@example.com", 'p"ss\\wörd-42')
+    logger, stream = _logger()
+    logger.info("login failed for %s", 'p"ss\\wörd-42')
+    line = stream.getvalue()
+    assert "ss\\\\w" not in line and "wörd-42" not in line and "w\\u00f6rd" not in line
+    assert MASK in json.loads(line)["message"]
