@@ -36,7 +36,11 @@ def test_four_functions_on_python312_arm64_with_the_layer_tracing_and_their_own_
         assert function["Runtime"] == "python3.12", name
         assert function["Architectures"] == ["arm64"], name
         assert function["Layers"] == [{"Ref": layer_version}], name
-        assert function["TracingConfig"] == {"Mode": "Active"}, name
+        # Tracing follows the Tracing parameter (Active by default), and so does the library's switch.
+        assert function["TracingConfig"] == {"Mode": {"Ref": "Tracing"}}, name
+        assert function["Environment"]["Variables"]["POWERTOOLS_TRACE_DISABLED"] == {
+            "Fn::If": ["TracingActive", "false", "true"]
+        }, name
         log_group = function["LoggingConfig"]["LogGroup"]["Ref"]
         assert log_group in log_groups, name
         used_log_groups.add(log_group)
@@ -124,3 +128,10 @@ def test_parameters_and_outputs_of_the_design() -> None:
     assert {"ApiUrl", "CallbackUrlTemplate", "TableName", "EventBusName"} <= set(template["Outputs"])
     for name, parameter in template["Parameters"].items():
         assert "Default" in parameter, f"{name}: a guided deploy should be able to accept every default"
+
+
+def test_tracing_is_on_by_default_and_can_be_traded_for_cold_start() -> None:
+    parameter = load()["Parameters"]["Tracing"]
+    assert parameter["Default"] == "Active"
+    assert set(parameter["AllowedValues"]) == {"Active", "PassThrough"}
+    assert load()["Conditions"]["TracingActive"] == {"Fn::Equals": [{"Ref": "Tracing"}, "Active"]}
