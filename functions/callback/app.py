@@ -12,7 +12,6 @@ The event is never logged (its body holds the password, its query the authorizat
 from __future__ import annotations
 
 import contextlib
-import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -22,6 +21,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from tokenbroker import pages
 from tokenbroker.connect import Connected, ConnectService, ForbiddenRequest, LoginForm, LoginSubmission, Redirect
 from tokenbroker.errors import InvalidInput, TokenBrokerError
+from tokenbroker.lazy import Lazy
 from tokenbroker.observability import logger, tracer
 from tokenbroker.redaction import remember_secret
 from tokenbroker.return_urls import origin_of
@@ -37,25 +37,23 @@ app = APIGatewayHttpResolver()
 
 # --- collaborators: built on first use (cheap cold start), replaceable by tests ----------------
 
-_service: ConnectService | None = None
-_lock = threading.Lock()
+
+def _service_from_env() -> ConnectService:
+    from tokenbroker.wiring import Runtime  # noqa: PLC0415 - first request, not import time
+
+    return Runtime.from_env().connect
+
+
+_service: Lazy[ConnectService] = Lazy(_service_from_env)
 
 
 def use_service(service: ConnectService | None) -> None:
     """Inject a ready service (tests, the local stack); None rebuilds it from the environment."""
-    global _service  # noqa: PLW0603 - the one module-level hook handlers expose
-    with _lock:
-        _service = service
+    _service.use(service)
 
 
 def get_service() -> ConnectService:
-    global _service  # noqa: PLW0603
-    with _lock:
-        if _service is None:
-            from tokenbroker.wiring import Runtime  # noqa: PLC0415 - first request, not import time
-
-            _service = Runtime.from_env().connect
-        return _service
+    return _service.get()
 
 
 # --- request helpers -----------------------------------------------------------------------------

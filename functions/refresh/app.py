@@ -11,12 +11,12 @@ Collaborators are built on first use from the environment; ``use_services`` inje
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from tokenbroker.events import EventSink
+from tokenbroker.lazy import Lazy
 from tokenbroker.observability import logger, tracer
 from tokenbroker.sweep import RefreshWorker, Sweeper, flush_events
 
@@ -33,23 +33,13 @@ class Services:
     sweeper: Sweeper | None = None  # None: this deployment has no queue (worker only)
 
 
-_services: Services | None = None
-_services_lock = threading.Lock()
-
-
 def use_services(services: Services | None) -> None:
     """Inject collaborators (tests, the local stack); ``None`` builds them from the environment again."""
-    global _services  # noqa: PLW0603 - the one per-process composition, replaceable for tests
-    with _services_lock:
-        _services = services
+    _services.use(services)
 
 
 def services() -> Services:
-    global _services  # noqa: PLW0603
-    with _services_lock:
-        if _services is None:
-            _services = _services_from_env()
-        return _services
+    return _services.get()
 
 
 def _services_from_env() -> Services:
@@ -58,6 +48,9 @@ def _services_from_env() -> Services:
 
     runtime = Runtime.from_env()
     return Services(worker=runtime.refresh_worker, events=runtime.worker_events, sweeper=runtime.sweeper)
+
+
+_services: Lazy[Services] = Lazy(_services_from_env)
 
 
 @logger.inject_lambda_context(clear_state=True)

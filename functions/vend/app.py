@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
@@ -28,6 +27,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from tokenbroker.errors import InvalidInput, TokenBrokerError
 from tokenbroker.keys import ConnectionKey, validate_connection_id, validate_provider_name
+from tokenbroker.lazy import Lazy
 from tokenbroker.observability import logger, metrics, tracer
 from tokenbroker.vending import MIN_TTL_DEFAULT, VendingService, validate_min_ttl, validate_token_sha256
 
@@ -75,23 +75,13 @@ class Services:
     connect: ConnectSessions
 
 
-_services: Services | None = None
-_services_lock = threading.Lock()
-
-
 def use_services(services: Services | None) -> None:
     """Inject collaborators (tests, the local stack); ``None`` builds them from the environment again."""
-    global _services  # noqa: PLW0603 - the one per-process composition, replaceable for tests
-    with _services_lock:
-        _services = services
+    _services.use(services)
 
 
 def services() -> Services:
-    global _services  # noqa: PLW0603
-    with _services_lock:
-        if _services is None:
-            _services = _services_from_env()
-        return _services
+    return _services.get()
 
 
 def _services_from_env() -> Services:
@@ -100,6 +90,9 @@ def _services_from_env() -> Services:
 
     runtime = Runtime.from_env()
     return Services(vending=runtime.vending, connect=_ConnectOnDemand(lambda: runtime.connect))
+
+
+_services: Lazy[Services] = Lazy(_services_from_env)
 
 
 class _ConnectOnDemand:
