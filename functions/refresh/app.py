@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch import EventType, process_partial_response
+from tokenbroker.batch import ConcurrentBatchProcessor
 from tokenbroker.events import EventSink
 from tokenbroker.lazy import Lazy
 from tokenbroker.observability import logger, tracer
@@ -31,6 +32,7 @@ class Services:
     worker: RefreshWorker
     events: EventSink  # flushed after every batch (a BatchingEventSink publishes then)
     sweeper: Sweeper | None = None  # None: this deployment has no queue (worker only)
+    threads: int = 1  # records of a batch in flight at once (the deployed worker: WORKER_THREADS)
 
 
 def use_services(services: Services | None) -> None:
@@ -47,7 +49,12 @@ def _services_from_env() -> Services:
     from tokenbroker.wiring import Runtime  # noqa: PLC0415
 
     runtime = Runtime.from_env()
-    return Services(worker=runtime.refresh_worker, events=runtime.worker_events, sweeper=runtime.sweeper)
+    return Services(
+        worker=runtime.refresh_worker,
+        events=runtime.worker_events,
+        sweeper=runtime.sweeper,
+        threads=runtime.settings.worker_threads,
+    )
 
 
 _services: Lazy[Services] = Lazy(_services_from_env)
@@ -77,7 +84,7 @@ def _record_handler(record: SQSRecord) -> None:
 @tracer.capture_lambda_handler(capture_response=False)
 def worker_handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # A processor per invocation: it keeps per-batch state, and the local stack polls on threads.
-    processor = BatchProcessor(event_type=EventType.SQS)
+    processor = ConcurrentBatchProcessor(EventType.SQS, max_workers=services().threads)
     try:
         return process_partial_response(
             event=event, record_handler=_record_handler, processor=processor, context=context

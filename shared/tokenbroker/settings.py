@@ -47,6 +47,8 @@ class Settings:
     # The sweep enqueues what falls due before its next run: keep equal to the schedule's interval.
     sweep_horizon_seconds: float = 300.0
     sweep_max_messages: int = 10_000
+    # Records of one SQS batch refreshed side by side by the worker (1 = one after another).
+    worker_threads: int = 10
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -68,4 +70,5 @@ class Settings:
             connect_session_seconds=_number(env, "CONNECT_SESSION_SECONDS", 900.0),
             sweep_horizon_seconds=_number(env, "SWEEP_HORIZON_SECONDS", 300.0),
             sweep_max_messages=int(_number(env, "SWEEP_MAX_MESSAGES", 10_000)),
+            worker_threads=max(1, int(_number(env, "WORKER_THREADS", 10))),
         )

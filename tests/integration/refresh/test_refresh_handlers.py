@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass, replace
 from types import ModuleType
 from typing import Any
 
 import pytest
 from tokenbroker.aws import AwsCallCounter, AwsClients
+from tokenbroker.events import MemorySink
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import StoredToken
 from tokenbroker.sweep import BatchingEventSink, RefreshMessage, RefreshWorker, Sweeper
@@ -189,7 +191,39 @@ def test_handlers_build_their_collaborators_from_the_environment(
     assert app.sweep_handler({}, FakeContext())["enqueued"] == 1  # horizon 60 s from the environment
     services = app.services()
     assert isinstance(services.events, BatchingEventSink)
+    assert services.threads == 10  # the deployed worker refreshes a batch's records side by side
     # A message for a connection that is not due: handled (not_needed), nothing fails.
     event = sqs_event(sqs, queue_url)
     event["Records"][0]["body"] = RefreshMessage(ConnectionKey("workly", "env-later"), now).to_body()
     assert app.worker_handler(event, FakeContext()) == {"batchItemFailures": []}
+
+
+class _BarrierWorker:
+    """Each good record waits until three are in flight together: one after another, it times out."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=5)
+        self.handled: list[str] = []
+        self._lock = threading.Lock()
+
+    def handle(self, body: str) -> None:
+        if body == "poison":
+            raise ValueError("a message no worker can read")
+        self.barrier.wait()
+        with self._lock:
+            self.handled.append(body)
+
+
+def test_a_batch_is_refreshed_side_by_side_and_failures_stay_per_record(app: Any, sqs: Any, queue_url: str) -> None:
+    for body in ("a", "b", "poison", "c"):
+        sqs.send_message(QueueUrl=queue_url, MessageBody=body)
+    event = sqs_event(sqs, queue_url)
+    assert len(event["Records"]) == 4
+    worker = _BarrierWorker(parties=3)
+    app.use_services(app.Services(worker=worker, events=MemorySink(), threads=4))
+
+    answer = app.worker_handler(event, FakeContext())
+
+    poison_id = next(r["messageId"] for r in event["Records"] if r["body"] == "poison")
+    assert answer == {"batchItemFailures": [{"itemIdentifier": poison_id}]}
+    assert sorted(worker.handled) == ["a", "b", "c"]
