@@ -7,7 +7,7 @@ be read separately (``cpu_seconds``) and it can use the second core.
 The child serves moto's app like ``moto.server.ThreadedMotoServer`` (a thread per connection,
 HTTP/1.0 as moto ships it) on 127.0.0.1, port 0, except that DynamoDB and Secrets Manager requests
 are served one at a time: moto's backends hold no locks, and two racing conditional writes were
-both accepted once in 80 rounds of the lease test (tests/support/aws.py). The real services
+both accepted once in 80 rounds of the lease test (infra/moto_app.py). The real services
 serialise writes to one item or secret, so serialising keeps the semantics the bench relies on
 (one lease winner) at the price of some concurrency inside the emulator.
 
@@ -26,32 +26,13 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 READY_PREFIX = "MOTO_URL "
-ATOMIC_TARGET_PREFIXES = ("DynamoDB_", "secretsmanager.")
 START_TIMEOUT = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-class _AtomicServices:
-    """WSGI middleware: one request at a time for the JSON-protocol services named by prefix."""
-
-    def __init__(self, app: Any, prefixes: tuple[str, ...]) -> None:
-        self._app = app
-        self._prefixes = prefixes
-        self._lock = threading.Lock()
-
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
-        if target.startswith(self._prefixes):
-            with self._lock:
-                return list(self._app(environ, start_response))
-        answer: Iterable[bytes] = self._app(environ, start_response)
-        return answer
 
 
 def _index_secret_names() -> None:
@@ -77,18 +58,16 @@ def _index_secret_names() -> None:
 def serve() -> None:
     """The child: serve until stdin closes."""
     _index_secret_names()
-    from moto.moto_server.werkzeug_app import (  # noqa: PLC0415 - only the child needs moto's server
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
+    from moto.moto_server.werkzeug_app import MotoRequestHandler  # noqa: PLC0415 - only the child needs moto
     from werkzeug.serving import make_server  # noqa: PLC0415
+
+    from infra.moto_app import moto_wsgi_app  # noqa: PLC0415 - the app tests and the local stack serve
 
     class QuietHandler(MotoRequestHandler):
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             return None
 
-    app = _AtomicServices(DomainDispatcherApplication(create_backend_app), ATOMIC_TARGET_PREFIXES)
+    app = moto_wsgi_app()
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
     server.daemon_threads = True  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
