@@ -25,7 +25,8 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
-from tokenbroker.errors import InvalidInput, TokenBrokerError
+from tokenbroker.aws import is_transient_aws_error
+from tokenbroker.errors import AwsUnavailable, InvalidInput, TokenBrokerError
 from tokenbroker.keys import ConnectionKey, validate_connection_id, validate_provider_name
 from tokenbroker.lazy import Lazy
 from tokenbroker.observability import logger, metrics, tracer
@@ -192,7 +193,7 @@ def _errors(*statuses: int) -> dict[int, Any]:
         403: "the request is not signed with SigV4 or the caller may not invoke this route",
         404: "unknown connection or provider",
         409: "needs_reauth: create a new connect session",
-        503: "provider_unavailable or refresh_in_progress; see the Retry-After header",
+        503: "provider_unavailable, refresh_in_progress or service_unavailable; see the Retry-After header",
     }
     answers: dict[int, Any] = {}
     for status in statuses:
@@ -465,9 +466,15 @@ def on_domain_error(error: TokenBrokerError) -> Response[Any]:
 
 
 def on_unexpected_error(error: Exception) -> Response[Any]:
+    if is_transient_aws_error(error):
+        logger.warning("AWS throttled or failed after retries", exc_info=True)
+        return on_domain_error(AWS_UNAVAILABLE)
     logger.exception("unexpected error")
     return _error_response(500, "internal_error", "internal error")
 
+
+# Throttling or an AWS 5xx that outlived botocore's retries: nothing changed, the caller may retry.
+AWS_UNAVAILABLE = AwsUnavailable("AWS is throttling or unavailable; retry after the indicated delay")
 
 app.exception_handler(TokenBrokerError)(on_domain_error)
 app.exception_handler(Exception)(on_unexpected_error)
@@ -563,7 +570,12 @@ def handle_direct(event: Mapping[str, Any]) -> tuple[int, Any]:
         return 200, handler(event)
     except TokenBrokerError as error:
         return error.http_status, error_body(error.code, error.message, _retry_after(error))
-    except Exception:
+    except Exception as error:
+        if is_transient_aws_error(error):
+            logger.warning("AWS throttled or failed after retries", extra={"action": action}, exc_info=True)
+            return AWS_UNAVAILABLE.http_status, error_body(
+                AWS_UNAVAILABLE.code, AWS_UNAVAILABLE.message, _retry_after(AWS_UNAVAILABLE)
+            )
         logger.exception("unexpected error", extra={"action": action})
         return 500, error_body("internal_error", "internal error")
 

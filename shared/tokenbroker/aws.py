@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any, Self, cast
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 
 from tokenbroker import USER_AGENT
 
@@ -63,6 +70,32 @@ class DynamoTable:
         if isinstance(table, DynamoTable):
             return table
         return cls(client=table.meta.client, name=table.name)
+
+
+# Codes AWS answers when it is busy or broken rather than when the request is wrong.
+TRANSIENT_ERROR_CODES = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ProvisionedThroughputExceededException",
+        "RequestThrottledException",
+        "InternalServiceError",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+    }
+)
+
+
+def is_transient_aws_error(error: BaseException) -> bool:
+    """True for throttling, AWS 5xx and network failures: the caller may retry the same request."""
+    if isinstance(error, ClientError):
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        return code in TRANSIENT_ERROR_CODES or status >= 500
+    return isinstance(error, EndpointConnectionError | ConnectionClosedError | ConnectTimeoutError | ReadTimeoutError)
 
 
 class AwsClients:

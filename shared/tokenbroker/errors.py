@@ -61,6 +61,17 @@ class RefreshInProgress(TokenBrokerError):
         self.retry_after = retry_after
 
 
+class AwsUnavailable(TokenBrokerError):
+    """An AWS service throttled or failed after botocore's own retries: nothing changed, retry."""
+
+    code = "service_unavailable"
+    http_status = 503
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class LeaseLost(TokenBrokerError):
     """A conditional write found that this owner no longer holds the lease (fencing)."""
 

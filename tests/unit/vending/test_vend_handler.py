@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import InvalidInput, TransientProviderError
 from tokenbroker.events import EventType, MemorySink
@@ -229,6 +230,35 @@ def test_an_unexpected_error_is_a_bare_500(handler: ModuleType) -> None:
     answer = world(handler, Exploding()).call("GET", TOKEN_PATH)
     assert answer.status == 500
     assert answer.json == {"error": "internal_error", "message": "internal error"}
+
+
+def _throttled() -> ClientError:
+    return ClientError(
+        {
+            "Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"},
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        },
+        "GetSecretValue",
+    )
+
+
+class _Throttled(FakeTokens):
+    def get(self, key: Any) -> Any:
+        raise _throttled()
+
+
+def test_aws_throttling_after_retries_is_503_service_unavailable_with_retry_after(handler: ModuleType) -> None:
+    answer = world(handler, _Throttled()).call("GET", TOKEN_PATH)
+    assert answer.status == 503
+    assert answer.json["error"] == "service_unavailable"
+    assert answer.headers["retry-after"] == "1"
+
+
+def test_direct_invoke_maps_aws_throttling_to_503_too(handler: ModuleType) -> None:
+    answer = world(handler, _Throttled()).direct(
+        {"action": "vend", "provider": "worksection", "connection_id": "acme-1"}
+    )
+    assert answer["error"] == "service_unavailable" and answer["retry_after"] == 1
 
 
 def test_a_request_without_an_iam_caller_is_403(handler: ModuleType) -> None:
