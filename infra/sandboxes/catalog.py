@@ -6,6 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tokenbroker.clock import Clock
+from tokenbroker.http import HttpClient
+from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
+from tokenbroker.tokens import TokenSet
 
 from infra.sandboxes.workly import WorklySandbox
 from infra.sandboxes.worksection import WorksectionSandbox
@@ -63,3 +67,33 @@ def write_catalog_file(
 
 def _credentials(sandbox: WorklySandbox | WorksectionSandbox) -> dict[str, str]:
     return {"client_id": sandbox.client_id, "client_secret": sandbox.client_secret}
+
+
+def sandbox_provider(
+    catalog: Catalog,
+    sandbox: WorklySandbox | WorksectionSandbox,
+    clock: Clock,
+    *,
+    read_timeout: float = 2.0,
+) -> Provider:
+    """The library's provider for ``sandbox``: its catalog entry pointed at the sandbox's URL."""
+    base_url = sandbox.base_url if isinstance(sandbox, WorklySandbox) else sandbox.url
+    entry = catalog.get(sandbox.provider).with_base_url(base_url)
+    # Loopback connects either succeed at once or are refused: a short connect timeout suffices.
+    http = HttpClient(connect_timeout=0.5, read_timeout=read_timeout)
+    return build_provider(entry, AppCredentials(sandbox.client_id, sandbox.client_secret), http=http, clock=clock)
+
+
+def token_from_answer(answer: dict[str, Any], now: float, scope_separator: str = ",") -> TokenSet:
+    """A TokenSet from a sandbox's raw grant (``issue_tokens``), as a provider would parse it."""
+    extra = {"account_url": str(answer["account_url"])} if answer.get("account_url") else {}
+    scopes = tuple(s for s in str(answer.get("scope") or "").split(scope_separator) if s)
+    return TokenSet(
+        access_token=str(answer["access_token"]),
+        token_type=str(answer.get("token_type") or "bearer"),
+        expires_at=int(now + float(answer["expires_in"])),
+        obtained_at=int(now),
+        refresh_token=str(answer["refresh_token"]),
+        scopes=scopes,
+        extra=extra,
+    )

@@ -30,6 +30,7 @@ from tokenbroker.stores import ConnectionStore, TokenStore
 from tokenbroker.stores.connections import connection_pk
 
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
+from infra.sandboxes.catalog import sandbox_provider, token_from_answer
 from tests.reliability.harness.awsfaults import AwsFaults
 from tests.reliability.harness.results import NOTHING, RowLog
 from tests.reliability.harness.system import (
@@ -39,8 +40,6 @@ from tests.reliability.harness.system import (
     WS_EMAIL,
     WS_PASSWORD,
     System,
-    sandbox_provider,
-    token_from_answer,
 )
 from tests.support.aws import REGION, new_table
 

@@ -37,6 +37,7 @@ from tokenbroker.refresh import RefreshOutcome
 from tokenbroker.stores import ConnectionStore
 
 from infra.sandboxes import WorklySandbox, WorksectionSandbox, write_catalog_file
+from infra.sandboxes.catalog import sandbox_provider, token_from_answer
 from tests.reliability.harness.crashworker import CrashConfig
 from tests.reliability.harness.results import NOTHING, REPO, RowLog
 from tests.reliability.harness.system import (
@@ -45,8 +46,6 @@ from tests.reliability.harness.system import (
     WS_EMAIL,
     WS_PASSWORD,
     System,
-    sandbox_provider,
-    token_from_answer,
 )
 from tests.support.aws import MotoServer, clients_for, new_table
 

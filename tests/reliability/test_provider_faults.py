@@ -24,6 +24,7 @@ from tokenbroker.models import ConnectionStatus, PasswordLogin
 from tokenbroker.refresh import RefreshOutcome
 
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
+from infra.sandboxes.catalog import sandbox_provider, token_from_answer
 from tests.reliability.harness.results import NOTHING, RowLog
 from tests.reliability.harness.system import (
     DAY,
@@ -33,8 +34,6 @@ from tests.reliability.harness.system import (
     WS_EMAIL,
     WS_PASSWORD,
     System,
-    sandbox_provider,
-    token_from_answer,
 )
 
 READ_TIMEOUT = 0.3

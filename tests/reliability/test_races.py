@@ -33,8 +33,9 @@ from tokenbroker.stores import OneTimeStore, TokenStore
 from tokenbroker.vending import VendedToken
 
 from infra.sandboxes import WorksectionSandbox, submit_consent, write_catalog_file
+from infra.sandboxes.catalog import sandbox_provider, token_from_answer
 from tests.reliability.harness.results import NOTHING, RowLog
-from tests.reliability.harness.system import WS_EMAIL, WS_PASSWORD, System, sandbox_provider, token_from_answer
+from tests.reliability.harness.system import WS_EMAIL, WS_PASSWORD, System
 from tests.support.aws import MotoServer, clients_for, new_table
 
 CALLERS = 100

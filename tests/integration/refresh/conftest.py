@@ -9,14 +9,8 @@ from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
 
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
-from tests.integration.refresh.harness import (
-    WORKLY_EMAIL,
-    WORKLY_PASSWORD,
-    WS_EMAIL,
-    WS_PASSWORD,
-    Rig,
-    sandbox_provider,
-)
+from infra.sandboxes.catalog import sandbox_provider
+from tests.integration.refresh.harness import WORKLY_EMAIL, WORKLY_PASSWORD, WS_EMAIL, WS_PASSWORD, Rig
 
 
 @pytest.fixture

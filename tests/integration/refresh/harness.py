@@ -15,16 +15,13 @@ from typing import Any
 from tokenbroker.aws import DynamoTable
 from tokenbroker.clock import ManualClock
 from tokenbroker.events import MemorySink
-from tokenbroker.http import HttpClient
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, PasswordLogin, StoredToken
-from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
+from tokenbroker.providers import Catalog, Provider
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine, RefreshResult
 from tokenbroker.schedule import next_refresh_at
 from tokenbroker.stores import ConnectionStore, TokenStore
 from tokenbroker.tokens import TokenSet
-
-from infra.sandboxes import WorklySandbox, WorksectionSandbox
 
 STAGE = "test"
 DAY = 86_400.0
@@ -109,31 +106,6 @@ class Rig:
         due = self.item(key).next_refresh_at
         assert due is not None
         self.clock.advance(max(0.0, due - self.clock.now()) + 1)
-
-
-def sandbox_provider(
-    catalog: Catalog, sandbox: WorklySandbox | WorksectionSandbox, clock: ManualClock, *, read_timeout: float = 2.0
-) -> Provider:
-    name = sandbox.provider
-    base_url = sandbox.base_url if isinstance(sandbox, WorklySandbox) else sandbox.url
-    entry = catalog.get(name).with_base_url(base_url)
-    http = HttpClient(connect_timeout=1.0, read_timeout=read_timeout)
-    return build_provider(entry, AppCredentials(sandbox.client_id, sandbox.client_secret), http=http, clock=clock)
-
-
-def token_from_answer(answer: dict[str, Any], now: float, scope_separator: str = ",") -> TokenSet:
-    """A TokenSet from a sandbox's raw grant (``issue_tokens``), as a provider would parse it."""
-    extra = {"account_url": str(answer["account_url"])} if answer.get("account_url") else {}
-    scopes = tuple(s for s in str(answer.get("scope") or "").split(scope_separator) if s)
-    return TokenSet(
-        access_token=str(answer["access_token"]),
-        token_type=str(answer.get("token_type") or "bearer"),
-        expires_at=int(now + float(answer["expires_in"])),
-        obtained_at=int(now),
-        refresh_token=str(answer["refresh_token"]),
-        scopes=scopes,
-        extra=extra,
-    )
 
 
 class ScriptedProvider(Provider):

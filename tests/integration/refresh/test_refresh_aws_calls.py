@@ -11,7 +11,8 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.refresh import RefreshOutcome
 
 from infra.sandboxes import WorksectionSandbox
-from tests.integration.refresh.harness import WS_EMAIL, Rig, ScriptedProvider, token_from_answer
+from infra.sandboxes.catalog import token_from_answer
+from tests.integration.refresh.harness import WS_EMAIL, Rig, ScriptedProvider
 
 KEY = ConnectionKey("worksection", "counted")
 

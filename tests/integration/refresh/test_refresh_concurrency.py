@@ -14,7 +14,8 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.refresh import RefreshOutcome, RefreshResult
 
 from infra.sandboxes import WorksectionSandbox
-from tests.integration.refresh.harness import WS_EMAIL, WS_PASSWORD, Rig, outcomes, sandbox_provider, token_from_answer
+from infra.sandboxes.catalog import sandbox_provider, token_from_answer
+from tests.integration.refresh.harness import WS_EMAIL, WS_PASSWORD, Rig, outcomes
 from tests.support.aws import new_table
 
 REFRESHERS = 50

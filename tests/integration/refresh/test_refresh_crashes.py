@@ -20,6 +20,7 @@ from tokenbroker.stores import ConnectionStore, TokenStore
 from tokenbroker.tokens import TokenSet
 
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
+from infra.sandboxes.catalog import token_from_answer
 from tests.integration.refresh.harness import (
     WORKLY_EMAIL,
     WORKLY_PASSWORD,
@@ -29,7 +30,6 @@ from tests.integration.refresh.harness import (
     Rig,
     ScriptedProvider,
     SimulatedCrash,
-    token_from_answer,
 )
 
 WS_KEY = ConnectionKey("worksection", "crash-ws")

@@ -13,14 +13,8 @@ from tokenbroker.models import ConnectionStatus, PasswordLogin
 from tokenbroker.refresh import RefreshOutcome
 
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
-from tests.integration.refresh.harness import (
-    DAY,
-    WORKLY_EMAIL,
-    WORKLY_PASSWORD,
-    WS_EMAIL,
-    Rig,
-    token_from_answer,
-)
+from infra.sandboxes.catalog import token_from_answer
+from tests.integration.refresh.harness import DAY, WORKLY_EMAIL, WORKLY_PASSWORD, WS_EMAIL, Rig
 
 WS_KEY = ConnectionKey("worksection", "acme-bob")
 WORKLY_KEY = ConnectionKey("workly", "ann")

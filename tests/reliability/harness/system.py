@@ -24,10 +24,9 @@ from botocore.exceptions import ClientError
 from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import Clock, ManualClock
 from tokenbroker.events import DomainEvent, EventType, MemorySink
-from tokenbroker.http import HttpClient
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, PasswordLogin, StoredToken
-from tokenbroker.providers import AppCredentials, Catalog, CatalogEntry, Provider, build_provider
+from tokenbroker.providers import Catalog, CatalogEntry, Provider
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
 from tokenbroker.schedule import next_refresh_at
 from tokenbroker.stores import ConnectionStore, TokenStore
@@ -35,7 +34,6 @@ from tokenbroker.sweep import DEFAULT_HORIZON, RefreshMessage, RefreshWorker, Sw
 from tokenbroker.tokens import TokenSet
 from tokenbroker.vending import VendingService
 
-from infra.sandboxes import WorklySandbox, WorksectionSandbox
 from tests.support.handlers import load_function
 
 if TYPE_CHECKING:
@@ -79,34 +77,6 @@ class ScheduleLog:
     failed_records: int = 0  # records the worker reported as failed (SQS would retry them)
     outcomes: list[str] = field(default_factory=list)
     by_key: dict[ConnectionKey, list[str]] = field(default_factory=dict)
-
-
-def sandbox_provider(
-    catalog: Catalog,
-    sandbox: WorklySandbox | WorksectionSandbox,
-    clock: Clock,
-    *,
-    read_timeout: float = 2.0,
-) -> Provider:
-    base_url = sandbox.base_url if isinstance(sandbox, WorklySandbox) else sandbox.url
-    entry = catalog.get(sandbox.provider).with_base_url(base_url)
-    http = HttpClient(connect_timeout=0.5, read_timeout=read_timeout)
-    return build_provider(entry, AppCredentials(sandbox.client_id, sandbox.client_secret), http=http, clock=clock)
-
-
-def token_from_answer(answer: dict[str, Any], now: float, scope_separator: str = ",") -> TokenSet:
-    """A TokenSet from a sandbox's raw grant (``issue_tokens``), as a provider would parse it."""
-    extra = {"account_url": str(answer["account_url"])} if answer.get("account_url") else {}
-    scopes = tuple(s for s in str(answer.get("scope") or "").split(scope_separator) if s)
-    return TokenSet(
-        access_token=str(answer["access_token"]),
-        token_type=str(answer.get("token_type") or "bearer"),
-        expires_at=int(now + float(answer["expires_in"])),
-        obtained_at=int(now),
-        refresh_token=str(answer["refresh_token"]),
-        scopes=scopes,
-        extra=extra,
-    )
 
 
 @dataclass
