@@ -106,6 +106,41 @@ class ForbiddenRequest(TokenBrokerError):
     http_status = 403
 
 
+class BrowserMismatch(TokenBrokerError):
+    """The request lacks the binding cookie of the browser that opened the connect link."""
+
+    code = "browser_mismatch"
+    http_status = 400
+
+
+class LinkUsedUp(TokenBrokerError):
+    """Too many failed logins on one connect link: it is dead, even for the right password."""
+
+    code = "connect_link_used_up"
+    http_status = 429
+
+
+class ConnectSessionExpired(TokenBrokerError):
+    """The connect session (and any grant pending on it) expired before it was confirmed."""
+
+    code = "connect_session_expired"
+    http_status = 410
+
+
+class ConnectSessionNotCompleted(TokenBrokerError):
+    """Confirmation asked for a session whose end user has not finished connecting yet."""
+
+    code = "connect_session_not_completed"
+    http_status = 409
+
+
+class EndUserMismatch(TokenBrokerError):
+    """The application confirmed a session for another end user than the one it was made for."""
+
+    code = "end_user_mismatch"
+    http_status = 403
+
+
 # --- results ------------------------------------------------------------------------------------
 
 
