@@ -1,6 +1,6 @@
 """Public routes an end user's browser visits while connecting an account.
 
-GET /connect/{session}    start: redirect to the provider, or show the password form
+GET /connect/{session}    start: set the browser-binding cookie, redirect to the provider or show the form
 POST /connect/{session}   the password form (action=login) or "forgot password?" (action=reset)
 GET /callback/{provider}  the provider's redirect back with ?code&state (or ?error)
 
@@ -18,7 +18,8 @@ from urllib.parse import parse_qsl
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
-from tokenbroker import pages
+from aws_lambda_powertools.shared.cookies import Cookie
+from tokenbroker import browser_binding, pages
 from tokenbroker.connect import Connected, ConnectService, ForbiddenRequest, LoginForm, LoginSubmission, Redirect
 from tokenbroker.errors import InvalidInput, TokenBrokerError
 from tokenbroker.lazy import Lazy
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from aws_lambda_powertools.utilities.typing import LambdaContext
 
 MAX_FORM_BYTES = 16_384
+# Strict-Transport-Security on HTTPS answers: a year, the usual preload-grade value.
+HSTS_SECONDS = 31_536_000
 MAX_FORM_FIELDS = 16
 FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
@@ -132,13 +135,26 @@ def check_same_origin(service: ConnectService) -> None:
         raise ForbiddenRequest("form post from another origin")
 
 
-def respond(page: pages.HtmlResponse) -> Response[str]:
+def is_secure() -> bool:
+    """HTTPS as the browser sees it (API Gateway: always): the cookie's ``__Host-``/Secure form, HSTS."""
+    return (request_base_url() or "").startswith("https://")
+
+
+def binding_of_request() -> str | None:
+    return browser_binding.read_binding(app.current_event.cookies, secure=is_secure())
+
+
+def respond(page: pages.HtmlResponse, *, cookies: list[Cookie] | None = None) -> Response[str]:
     headers = dict(page.headers)
     content_type = headers.pop("Content-Type", None)
-    return Response(status_code=page.status, content_type=content_type, body=page.body, headers=headers)
+    if is_secure():
+        headers["Strict-Transport-Security"] = f"max-age={HSTS_SECONDS}"
+    return Response(
+        status_code=page.status, content_type=content_type, body=page.body, headers=headers, cookies=cookies
+    )
 
 
-def render_form(form: LoginForm) -> Response[str]:
+def render_form(form: LoginForm, *, cookies: list[Cookie] | None = None) -> Response[str]:
     return respond(
         pages.login_page(
             provider=form.provider_label,
@@ -148,7 +164,8 @@ def render_form(form: LoginForm) -> Response[str]:
             notice=form.notice,
             status=form.status,
             form_targets=form.form_targets,
-        )
+        ),
+        cookies=cookies,
     )
 
 
@@ -165,10 +182,15 @@ def render_connected(done: Connected) -> Response[str]:
 
 @app.get("/connect/<session>")
 def show_connect(session: str) -> Response[str]:
-    result = get_service().begin(session, request_base_url=request_base_url())
+    service = get_service()
+    secure = is_secure()
+    # Reuse this browser's binding while it lives: two links opened in one browser both work.
+    binding = binding_of_request() or browser_binding.new_binding()
+    cookies = [browser_binding.binding_cookie(binding, secure=secure)]
+    result = service.begin(session, binding=binding, request_base_url=request_base_url())
     if isinstance(result, Redirect):
-        return respond(pages.redirect(result.location))
-    return render_form(result)
+        return respond(pages.redirect(result.location), cookies=cookies)
+    return render_form(result, cookies=cookies)
 
 
 @app.post("/connect/<session>")
@@ -176,9 +198,10 @@ def submit_connect(session: str) -> Response[str]:
     service = get_service()
     check_same_origin(service)
     fields = form_fields()
+    binding = binding_of_request()
     action = fields.get("action") or "login"
     if action == "reset":
-        return render_form(service.password_reset(session, fields.get("email", "")))
+        return render_form(service.password_reset(session, fields.get("email", ""), binding=binding))
     if action != "login":
         raise InvalidInput("unknown form action", field="action")
     submission = LoginSubmission(
@@ -186,7 +209,7 @@ def submit_connect(session: str) -> Response[str]:
         password=fields.get("password", ""),
         remember=fields.get("remember", "").lower() in ("yes", "on", "true", "1"),
     )
-    result = service.submit_login(session, submission)
+    result = service.submit_login(session, submission, binding=binding)
     if isinstance(result, LoginForm):
         return render_form(result)
     return render_connected(result)
@@ -196,7 +219,7 @@ def submit_connect(session: str) -> Response[str]:
 def callback(provider: str) -> Response[str]:
     query = query_parameters()
     remember_secret(query.get("code"))
-    return render_connected(get_service().complete_callback(provider, query))
+    return render_connected(get_service().complete_callback(provider, query, binding=binding_of_request()))
 
 
 # --- failures: always a plain page, never a stack trace or an echoed secret ----------------------

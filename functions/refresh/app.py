@@ -1,6 +1,7 @@
 """Refresh functions: the sweep (EventBridge Scheduler) and the worker (SQS), one module.
 
-- ``sweep_handler``: enqueue the connections that fall due before the next sweep (``Sweeper``).
+- ``sweep_handler``: enqueue the connections that fall due before the next sweep (``Sweeper``),
+  then discard the grants whose connect session expired while waiting for confirmation.
 - ``worker_handler``: one ``RefreshEngine.refresh`` per SQS record, reporting partial batch
   failures. Refresh outcomes, failures included, complete the record (the item carries the
   backoff); only unexpected exceptions (AWS outage, ``LeaseLost``, a malformed message) fail it,
@@ -11,6 +12,7 @@ Collaborators are built on first use from the environment; ``use_services`` inje
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,8 @@ class Services:
     events: EventSink  # flushed after every batch (a BatchingEventSink publishes then)
     sweeper: Sweeper | None = None  # None: this deployment has no queue (worker only)
     threads: int = 1  # records of a batch in flight at once (the deployed worker: WORKER_THREADS)
+    # ConnectService.discard_expired_pending: unconfirmed grants past their session's expiry.
+    discard_expired_pending: Callable[[], int] | None = None
 
 
 def use_services(services: Services | None) -> None:
@@ -54,6 +58,7 @@ def _services_from_env() -> Services:
         events=runtime.worker_events,
         sweeper=runtime.sweeper,
         threads=runtime.settings.worker_threads,
+        discard_expired_pending=lambda: runtime.connect.discard_expired_pending(),
     )
 
 
@@ -67,7 +72,24 @@ def sweep_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
     if sweeper is None:
         raise RuntimeError("REFRESH_QUEUE_URL is not set: the sweep has nowhere to send work")
     result = sweeper.run(time_left=lambda: context.get_remaining_time_in_millis() / 1000.0)
-    return {"enqueued": result.enqueued, "failed": result.failed, "truncated": result.truncated}
+    return {
+        "enqueued": result.enqueued,
+        "failed": result.failed,
+        "truncated": result.truncated,
+        "discarded": _discard_expired_pending(),
+    }
+
+
+def _discard_expired_pending() -> int:
+    discard = services().discard_expired_pending
+    if discard is None:
+        return 0
+    try:
+        return discard()
+    except Exception:
+        # Refreshing is this function's first job: a failed clean-up waits for the next run.
+        logger.exception("discarding expired pending grants failed")
+        return 0
 
 
 def _record_handler(record: SQSRecord) -> None:

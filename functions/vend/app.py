@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from aws_lambda_powertools.utilities.typing import LambdaContext
+    from tokenbroker.models import Connection
 
 LIST_LIMIT_DEFAULT = 50
 LIST_LIMIT_MAX = 100
@@ -54,9 +55,12 @@ class ConnectLinkLike(Protocol):
     @property
     def expires_at(self) -> int: ...
 
+    @property
+    def session_id(self) -> str: ...
+
 
 class ConnectSessions(Protocol):
-    """``ConnectService.create_session``: all this function needs of the connect flow."""
+    """``ConnectService.create_session`` and ``confirm``: all this function needs of the connect flow."""
 
     def create_session(
         self,
@@ -66,8 +70,12 @@ class ConnectSessions(Protocol):
         return_to: str | None = None,
         scopes: Sequence[str] | None = None,
         metadata: Mapping[str, str] | None = None,
+        end_user_id: str | None = None,
+        confirm: bool = False,
         request_base_url: str | None = None,
     ) -> ConnectLinkLike: ...
+
+    def confirm(self, session_id: str, end_user_id: str) -> Connection: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +119,8 @@ class _ConnectOnDemand:
         return_to: str | None = None,
         scopes: Sequence[str] | None = None,
         metadata: Mapping[str, str] | None = None,
+        end_user_id: str | None = None,
+        confirm: bool = False,
         request_base_url: str | None = None,
     ) -> ConnectLinkLike:
         return self._build().create_session(
@@ -119,8 +129,13 @@ class _ConnectOnDemand:
             return_to=return_to,
             scopes=scopes,
             metadata=metadata,
+            end_user_id=end_user_id,
+            confirm=confirm,
             request_base_url=request_base_url,
         )
+
+    def confirm(self, session_id: str, end_user_id: str) -> Connection:
+        return self._build().confirm(session_id, end_user_id)
 
 
 # --- request and answer shapes (documentation for OpenAPI; parsed by hand below) -------------------
@@ -174,11 +189,18 @@ class ConnectSessionRequest(TypedDict):
     return_to: NotRequired[str]
     scopes: NotRequired[list[str]]
     metadata: NotRequired[dict[str, str]]
+    end_user_id: NotRequired[str]
+    confirm: NotRequired[bool]
 
 
 class ConnectSessionAnswer(TypedDict):
     connect_url: str
     expires_at: int
+    session_id: str
+
+
+class ConfirmRequest(TypedDict):
+    end_user_id: str
 
 
 class ErrorAnswer(TypedDict):
@@ -192,7 +214,8 @@ def _errors(*statuses: int) -> dict[int, Any]:
         400: "bad input (provider name, connection id, min_ttl, body)",
         403: "the request is not signed with SigV4 or the caller may not invoke this route",
         404: "unknown connection or provider",
-        409: "needs_reauth: create a new connect session",
+        409: "needs_reauth (create a new connect session), pending_confirmation or connect_session_not_completed",
+        410: "connect_session_expired: the session (and its pending grant) expired or was replaced",
         503: "provider_unavailable, refresh_in_progress or service_unavailable; see the Retry-After header",
     }
     answers: dict[int, Any] = {}
@@ -273,7 +296,9 @@ def parse_rejected(body: Mapping[str, Any]) -> str | None:
 
 
 REFRESH_FIELDS = frozenset({"rejected_token_sha256"})
-CONNECT_FIELDS = frozenset({"provider", "connection_id", "return_to", "scopes", "metadata"})
+CONNECT_FIELDS = frozenset({"provider", "connection_id", "return_to", "scopes", "metadata", "end_user_id", "confirm"})
+CONFIRM_FIELDS = frozenset({"end_user_id"})
+MAX_END_USER_ID_LENGTH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +308,8 @@ class ConnectRequest:
     return_to: str | None
     scopes: list[str] | None
     metadata: dict[str, str] | None
+    end_user_id: str | None = None
+    confirm: bool = False
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> ConnectRequest:
@@ -292,13 +319,25 @@ class ConnectRequest:
         metadata = body.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):
             raise InvalidInput("metadata must be an object of strings", field="metadata")
+        confirm = body.get("confirm", False)
+        if not isinstance(confirm, bool):
+            raise InvalidInput("confirm must be true or false", field="confirm")
         return cls(
             provider=validate_provider_name(body.get("provider")),
             connection_id=validate_connection_id(body.get("connection_id")),
             return_to=_optional_str(body, "return_to", MAX_RETURN_TO_LENGTH),
             scopes=scopes,
             metadata=metadata,
+            end_user_id=_optional_str(body, "end_user_id", MAX_END_USER_ID_LENGTH),
+            confirm=confirm,
         )
+
+
+def parse_end_user_id(body: Mapping[str, Any]) -> str:
+    value = _optional_str(body, "end_user_id", MAX_END_USER_ID_LENGTH)
+    if value is None:
+        raise InvalidInput("end_user_id is required", field="end_user_id")
+    return value
 
 
 def _key(provider: str, connection_id: str) -> ConnectionKey:
@@ -435,9 +474,26 @@ def delete_connection(provider: str, connection_id: str) -> Response[None]:
 @_inputs(body=lambda: _body_object(app.current_event.decoded_body, CONNECT_FIELDS))
 def create_connect_session(body: ConnectSessionRequest) -> Response[ConnectSessionAnswer]:
     link = _create_session(ConnectRequest.parse(body), request_base_url=_request_base_url())
-    return Response(
-        status_code=201, content_type=JSON, body={"connect_url": link.connect_url, "expires_at": link.expires_at}
-    )
+    return Response(status_code=201, content_type=JSON, body=_link_answer(link))
+
+
+@app.post(
+    "/connect-sessions/<session_id>/confirm",
+    summary="Confirm mode: the pending grant becomes the connection's when end_user_id is the one the link was for",
+    tags=["connect"],
+    responses={
+        **_ok("the connection, now active"),
+        **_errors(400, 403, 404, 409, 410),
+    },
+)
+@_inputs(body=lambda: _body_object(app.current_event.decoded_body, CONFIRM_FIELDS))
+def confirm_connect_session(session_id: str, body: ConfirmRequest) -> ConnectionAnswer:
+    connection = services().connect.confirm(session_id, parse_end_user_id(body))
+    return services().vending.view(connection).to_json()  # type: ignore[return-value]
+
+
+def _link_answer(link: ConnectLinkLike) -> ConnectSessionAnswer:
+    return {"connect_url": link.connect_url, "expires_at": link.expires_at, "session_id": link.session_id}
 
 
 def _create_session(request: ConnectRequest, *, request_base_url: str | None) -> ConnectLinkLike:
@@ -447,6 +503,8 @@ def _create_session(request: ConnectRequest, *, request_base_url: str | None) ->
         return_to=request.return_to,
         scopes=request.scopes,
         metadata=request.metadata,
+        end_user_id=request.end_user_id,
+        confirm=request.confirm,
         request_base_url=request_base_url,
     )
 
@@ -546,7 +604,16 @@ def _direct_delete_connection(event: Mapping[str, Any]) -> Any:
 def _direct_create_connect_session(event: Mapping[str, Any]) -> Any:
     body = _known_fields(event, CONNECT_FIELDS | {"action"})
     link = _create_session(ConnectRequest.parse(body), request_base_url=None)
-    return {"connect_url": link.connect_url, "expires_at": link.expires_at}
+    return _link_answer(link)
+
+
+def _direct_confirm_connect_session(event: Mapping[str, Any]) -> Any:
+    body = _known_fields(event, CONFIRM_FIELDS | {"action", "session_id"})
+    session_id = body.get("session_id")
+    if not isinstance(session_id, str):
+        raise InvalidInput("session_id is required", field="session_id")
+    connection = services().connect.confirm(session_id, parse_end_user_id(body))
+    return services().vending.view(connection).to_json()
 
 
 DIRECT_ACTIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
@@ -556,6 +623,7 @@ DIRECT_ACTIONS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "list_connections": _direct_list_connections,
     "delete_connection": _direct_delete_connection,
     "create_connect_session": _direct_create_connect_session,
+    "confirm_connect_session": _direct_confirm_connect_session,
 }
 
 

@@ -50,6 +50,13 @@ class NeedsReauthorization(TokenBrokerError):
     http_status = 409
 
 
+class PendingConfirmation(TokenBrokerError):
+    """The connection's grant awaits the application's confirmation: nothing to vend yet."""
+
+    code = "pending_confirmation"
+    http_status = 409
+
+
 class RefreshInProgress(TokenBrokerError):
     """Another worker holds the refresh lease longer than the caller may wait."""
 

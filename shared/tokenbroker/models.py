@@ -19,6 +19,8 @@ MAX_ERROR_MESSAGE_LENGTH = 500
 
 class ConnectionStatus(enum.StrEnum):
     ACTIVE = "active"
+    # A grant that awaits the application's confirmation (connect sessions with ``confirm``).
+    PENDING = "pending"
     NEEDS_REAUTH = "needs_reauth"
     DISABLED = "disabled"
 

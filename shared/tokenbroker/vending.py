@@ -22,6 +22,7 @@ from tokenbroker.errors import (
     ConnectionNotFound,
     InvalidInput,
     NeedsReauthorization,
+    PendingConfirmation,
     ProviderError,
     RefreshInProgress,
     TransientProviderError,
@@ -387,6 +388,10 @@ class VendingService:
             raise ConnectionNotFound(f"no connection {key}")
         return ConnectionView.of(connection, self._clock.now())
 
+    def view(self, connection: Connection) -> ConnectionView:
+        """What the API shows of ``connection`` (never a token)."""
+        return ConnectionView.of(connection, self._clock.now())
+
     def list_connections(self, provider: str, *, limit: int = 50, cursor: str | None = None) -> ConnectionList:
         self._check_provider(validate_provider_name(provider))
         page = self._connections.list_by_provider(provider, limit=limit, cursor=cursor)
@@ -414,6 +419,9 @@ class VendingService:
 
 
 def _require_usable(stored: StoredToken) -> None:
+    if stored.status == ConnectionStatus.PENDING:
+        # A brand-new connection in confirm mode: its only grant is not the application's yet.
+        raise PendingConfirmation("the connection awaits the application's confirmation of its connect session")
     # needs_reauth and disabled alike: only a new connect session brings the connection back.
     if stored.status != ConnectionStatus.ACTIVE:
         raise NeedsReauthorization(f"the connection is {stored.status}: {REAUTH_HINT}")

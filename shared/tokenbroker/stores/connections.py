@@ -230,6 +230,38 @@ class ConnectionStore:
         )
         return _require(_connection_of(answer.get("Attributes", {})), key)
 
+    def save_pending(self, key: ConnectionKey, *, metadata: Mapping[str, str], scopes: Sequence[str]) -> bool:
+        """List a brand-new connection as ``pending`` while its grant awaits the application's
+        confirmation: never due, never refreshed, never vended. False (nothing written) when the
+        connection already exists: a re-connect keeps its current grant and status until confirmed.
+        """
+        now = self._clock.now()
+        update = Expression()
+        update.set("provider", s(key.provider)).set("connection_id", s(key.connection_id))
+        update.set("status", s(ConnectionStatus.PENDING.value))
+        update.set("metadata", string_map(metadata)).set("scopes", string_list(scopes))
+        update.set("failures", n(0)).set("updated_at", n(now)).set("created_at", n(now))
+        update.remove(*_DUE, *_LEASE, *_ATTEMPT, "expires_at", "refresh_expires_at", "last_error", "deleted_at", "ttl")
+        pk, status = update.name("pk"), update.name("status")
+        condition = (
+            f"attribute_not_exists({pk}) OR attribute_exists({update.name('deleted_at')}) "
+            f"OR {status} = {update.value(s(ConnectionStatus.PENDING.value))}"
+        )
+        try:
+            self._update(key, update, condition)
+        except ClientError as error:
+            if is_conditional_failure(error):
+                return False
+            raise
+        return True
+
+    def delete_pending(self, key: ConnectionKey) -> bool:
+        """Remove a connection that never got past ``pending`` (its grant was discarded).
+
+        Conditional on the status: a connection that became active meanwhile is left alone.
+        """
+        return self._tombstone(key, only_status=ConnectionStatus.PENDING)
+
     # --- lease -------------------------------------------------------------------------------
 
     def acquire_lease(
@@ -378,6 +410,9 @@ class ConnectionStore:
         A refresh holding the lease loses it: its owner-only writes (commit included) raise
         ``ConnectionNotFound``.
         """
+        return self._tombstone(key)
+
+    def _tombstone(self, key: ConnectionKey, *, only_status: ConnectionStatus | None = None) -> bool:
         now = self._clock.now()
         update = Expression()
         update.set("deleted_at", n(now)).set("updated_at", n(now))
@@ -387,6 +422,8 @@ class ConnectionStore:
             "failures", "last_error", "metadata", "scopes", "created_at",
         )  # fmt: skip
         condition = f"attribute_exists({update.name('pk')}) AND attribute_not_exists({update.name('deleted_at')})"
+        if only_status is not None:
+            condition += f" AND {update.name('status')} = {update.value(s(only_status.value))}"
         try:
             self._update(key, update, condition)
         except ClientError as error:

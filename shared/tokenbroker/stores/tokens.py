@@ -26,6 +26,9 @@ STAGE_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # Fixed forever: changing it would change every ClientRequestToken and break retry idempotency.
 _REQUEST_TOKEN_NAMESPACE = uuid.UUID("5b0f1c7e-3a52-4c1e-9a4e-0d7c1b5e8f21")
 DEFAULT_RECOVERY_WINDOW_DAYS = 7
+# The label of a version holding a grant that awaits the application's confirmation. Vending and
+# refreshing read AWSCURRENT only, so a pending grant is never served or spent.
+PENDING_STAGE = "TBPENDING"
 
 
 class GenerationConflict(LeaseLost):
@@ -151,6 +154,81 @@ class TokenStore:
                 return self._put_version(key, body, token)
             raise
         return answer["VersionId"]
+
+    # --- grants awaiting confirmation ----------------------------------------------------------
+
+    def put_pending(self, key: ConnectionKey, stored: StoredToken, *, request_id: str) -> str:
+        """Write a grant awaiting confirmation as a version labelled ``PENDING_STAGE``; its version id.
+
+        AWSCURRENT stays where it is, so a re-connect keeps serving the old grant. (The first version
+        of a brand-new secret always becomes AWSCURRENT too: ``stored`` has status pending, which
+        vending refuses.) A newer pending write takes the label over: one pending grant at a time.
+        ``request_id`` makes retries idempotent.
+        """
+        if stored.status is not ConnectionStatus.PENDING:
+            raise ValueError("a pending grant must carry status pending")
+        name = self.secret_name(key)
+        token = str(uuid.uuid5(_REQUEST_TOKEN_NAMESPACE, f"{name}|pending|{request_id}"))
+
+        def write() -> str:
+            answer = self._client.put_secret_value(
+                SecretId=name, SecretString=stored.to_json(), ClientRequestToken=token, VersionStages=[PENDING_STAGE]
+            )
+            return answer["VersionId"]
+
+        try:
+            return write()
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException":
+                self._create_empty(key)
+                return write()
+            if _marked_for_deletion(error):
+                self._client.restore_secret(SecretId=name)
+                return write()
+            raise
+
+    def get_pending(self, key: ConnectionKey, version_id: str) -> StoredToken | None:
+        """The pending grant written as ``version_id``; None once discarded or taken over."""
+        try:
+            answer = self._client.get_secret_value(SecretId=self.secret_name(key), VersionId=version_id)
+        except ClientError as error:
+            if error_code(error) == "ResourceNotFoundException" or _marked_for_deletion(error):
+                return None
+            raise
+        if PENDING_STAGE not in answer.get("VersionStages", []):
+            return None
+        return StoredToken.from_json(answer["SecretString"])
+
+    def drop_pending(self, key: ConnectionKey, version_id: str) -> None:
+        """Take the pending label off ``version_id``: the unlabelled version is deprecated and
+        Secrets Manager removes it. Nothing to do when the label moved on or the secret is gone."""
+        try:
+            self._client.update_secret_version_stage(
+                SecretId=self.secret_name(key), VersionStage=PENDING_STAGE, RemoveFromVersionId=version_id
+            )
+        except ClientError as error:
+            if error_code(error) in ("ResourceNotFoundException", "InvalidParameterException"):
+                return
+            if _marked_for_deletion(error):
+                return
+            raise
+
+    def _create_empty(self, key: ConnectionKey) -> None:
+        params: dict[str, Any] = {
+            "Name": self.secret_name(key),
+            "Description": f"tokenbroker token of {key}",
+            "Tags": [
+                {"Key": "provider", "Value": key.provider},
+                {"Key": "connection_id", "Value": key.connection_id},
+            ],
+        }
+        if self._kms_key_id:
+            params["KmsKeyId"] = self._kms_key_id
+        try:
+            self._client.create_secret(**params)
+        except ClientError as error:
+            if error_code(error) != "ResourceExistsException":
+                raise
 
     def delete(self, key: ConnectionKey, recovery_window_days: int = DEFAULT_RECOVERY_WINDOW_DAYS) -> bool:
         """Schedule deletion (recoverable for the window). False when there was nothing to delete."""
