@@ -58,7 +58,7 @@ def _services_from_env() -> Services:
         events=runtime.worker_events,
         sweeper=runtime.sweeper,
         threads=runtime.settings.worker_threads,
-        discard_expired_pending=lambda: runtime.connect.discard_expired_pending(),
+        discard_expired_pending=lambda: runtime.connect.discard_expired_pending(),  # noqa: PLW0108 - built on first use
     )
 
 

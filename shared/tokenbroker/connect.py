@@ -382,8 +382,9 @@ class ConnectService:
         A wrong password re-shows the form (401); the link allows ``MAX_LOGIN_ATTEMPTS`` attempts,
         counted before the provider is asked, so racing guesses stay within the limit too.
         """
-        session = self._bound_session(session_id, binding)
+        session = self._session(session_id)
         entry = self._password_entry(session)
+        self._require_binding(session, binding)
         email = form.email.strip()
         problem = _login_problem(email, form.password)
         if problem:
@@ -432,8 +433,9 @@ class ConnectService:
     def password_reset(self, session_id: str, email: str, *, binding: str | None) -> LoginForm:
         """Ask the provider to mail a reset link: at most 3 per link, one a minute. The answer reads
         the same whether or not the address has an account."""
-        session = self._bound_session(session_id, binding)
+        session = self._session(session_id)
         entry = self._password_entry(session)
+        self._require_binding(session, binding)
         email = email.strip()
         if not _valid_email(email):
             return self._form(entry, session, email=email, error="Enter your e-mail address first.", status=400)
@@ -571,12 +573,11 @@ class ConnectService:
             raise SessionNotFound("this connect link is unknown, expired or already used")
         return session
 
-    def _bound_session(self, session_id: str, binding: str | None) -> ConnectSession:
-        session = self._session(session_id)
+    @staticmethod
+    def _require_binding(session: ConnectSession, binding: str | None) -> None:
         if not binding or binding_hash(binding) not in session.bindings:
             logger.warning("form post from another browser", extra={"provider": session.provider})
             raise BrowserMismatch("the sign-in was started in another browser")
-        return session
 
     def _password_entry(self, session: ConnectSession) -> CatalogEntry:
         entry = self._catalog.get(session.provider)

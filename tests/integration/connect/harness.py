@@ -127,9 +127,28 @@ class Harness:
     log: io.StringIO
     browser: requests.Session = field(default_factory=requests.Session)
     answers: list[Answer] = field(default_factory=list)
+    # Cookie jars of the end users' browsers on the public routes, by name; requests go out with the
+    # current one's cookies and Set-Cookie answers land in it.
+    jars: dict[str, dict[str, str]] = field(default_factory=lambda: {"default": {}})
+    current_browser: str = "default"
+    opened: set[tuple[str, str]] = field(default_factory=set)  # (browser, path) pairs it has opened
+
+    def use_browser(self, name: str) -> None:
+        """Switch to another end user's browser (a jar of its own, empty at first)."""
+        self.current_browser = name
+        self.jars.setdefault(name, {})
+
+    @property
+    def jar(self) -> dict[str, str]:
+        return self.jars[self.current_browser]
 
     def invoke(self, event: dict[str, Any]) -> Answer:
+        if self.jar and "cookies" not in event:
+            event["cookies"] = [f"{name}={value}" for name, value in self.jar.items()]
         raw = self.handler.lambda_handler(event, LambdaContext())
+        for cookie in raw.get("cookies") or []:
+            name, _, value = str(cookie).split(";", 1)[0].partition("=")
+            self.jar[name.strip()] = value.strip()
         body = raw.get("body") or ""
         if raw.get("isBase64Encoded"):
             body = base64.b64decode(body).decode()
@@ -142,9 +161,16 @@ class Harness:
         return answer
 
     def get(self, url: str, *, domain: str = PUBLIC_HOST) -> Answer:
+        self.opened.add((self.current_browser, urlsplit(url).path))
         return self.invoke(api_event("GET", url, domain=domain))
 
-    def post_form(self, url: str, fields: dict[str, str], *, headers: dict[str, str] | None = None) -> Answer:
+    def post_form(
+        self, url: str, fields: dict[str, str], *, headers: dict[str, str] | None = None, open_first: bool = True
+    ) -> Answer:
+        """Post the login form, as the current browser. ``open_first``: a browser that has not opened
+        this link yet opens it first, as anyone who sees the form did."""
+        if open_first and (self.current_browser, urlsplit(url).path) not in self.opened:
+            self.get(url)
         merged = {"content-type": "application/x-www-form-urlencoded", "origin": "null", **(headers or {})}
         return self.invoke(api_event("POST", url, headers=merged, body=urlencode(fields)))
 

@@ -104,14 +104,25 @@ def test_without_return_to_shows_a_success_page(harness: Harness) -> None:
     assert h.tokens.get(KEY).generation == 1
 
 
-def test_the_connect_link_works_once(harness: Harness) -> None:
+def test_opening_a_link_twice_works_and_a_completed_flow_ends_it(harness: Harness) -> None:
+    """A link preview (or a second tab) opening the link must not burn it; one completion does."""
     h = harness
     path = h.link("worksection", KEY.connection_id)
-    assert h.get(path).status == 302
+    preview = h.get(path)
+    assert preview.status == 302
+    second = h.get(path)
+    assert second.status == 302
+    first_state = parse_qs(urlsplit(preview.location).query)["state"][0]
+    assert parse_qs(urlsplit(second.location).query)["state"][0] != first_state  # each opening its own state
+    assert h.get(sign_in(h, second)).status == 200
+    assert h.tokens.get(KEY).generation == 1
     again = h.get(path)
     assert again.status == 404
     assert "already been used" in again.body
-    assert "Go back to the application" in again.body
+    # The preview's state is still unspent, but the link it belongs to has completed: nothing is exchanged.
+    late = h.get(sign_in(h, preview))
+    assert late.status == 404
+    assert h.tokens.get(KEY).generation == 1
 
 
 def test_an_expired_connect_link_is_refused(harness: Harness) -> None:

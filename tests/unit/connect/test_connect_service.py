@@ -8,8 +8,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+from tokenbroker.browser_binding import new_binding
 from tokenbroker.clock import ManualClock
 from tokenbroker.connect import (
+    Connected,
     ConnectLink,
     ConnectService,
     InvalidState,
@@ -33,7 +35,13 @@ from tokenbroker.models import Connection, ConnectionStatus, StoredToken
 from tokenbroker.providers import Catalog, Provider
 from tokenbroker.redaction import SECRETS
 from tokenbroker.settings import ConfigurationError
-from tokenbroker.stores.onetime import ConnectSession, OAuthState, new_nonce
+from tokenbroker.stores.onetime import (
+    MAX_LOGIN_ATTEMPTS,
+    MAX_RESET_REQUESTS,
+    ConnectSession,
+    OAuthState,
+    new_nonce,
+)
 from tokenbroker.stores.tokens import GenerationConflict
 from tokenbroker.tokens import TokenSet, UserInfo
 
@@ -41,6 +49,8 @@ BASE = "https://connect.example.test"
 
 
 class MemoryOneTime:
+    """OneTimeStore's contract in memory: the same conditions, decided under one lock."""
+
     def __init__(self, clock: ManualClock) -> None:
         self.clock = clock
         self.sessions: dict[str, ConnectSession] = {}
@@ -55,6 +65,8 @@ class MemoryOneTime:
         scopes: Sequence[str] = (),
         metadata: Mapping[str, str] | None = None,
         ttl_seconds: float = 900,
+        end_user_id: str | None = None,
+        confirm: bool = False,
     ) -> ConnectSession:
         now = self.clock.now()
         session = ConnectSession(
@@ -66,19 +78,84 @@ class MemoryOneTime:
             dict(metadata or {}),
             now,
             now + ttl_seconds,
+            end_user_id=end_user_id,
+            confirm=confirm,
         )
         self.sessions[session.session_id] = session
         return session
 
-    def get_session(self, session_id: str) -> ConnectSession | None:
+    def _open(self, session_id: str) -> ConnectSession | None:
         session = self.sessions.get(session_id)
-        return session if session and session.expires_at > self.clock.now() else None
+        if session is None or session.completed or session.expired(self.clock.now()):
+            return None
+        return session
+
+    def get_session(self, session_id: str) -> ConnectSession | None:
+        return self._open(session_id)
+
+    def read_session(self, session_id: str) -> ConnectSession | None:
+        return self.sessions.get(session_id)
+
+    def _change(self, session_id: str, allowed: Any, **changes: Any) -> ConnectSession | None:
+        with self.lock:
+            session = self._open(session_id)
+            if session is None or not allowed(session):
+                return None
+            changed = replace(session, **{k: v(session) if callable(v) else v for k, v in changes.items()})
+            self.sessions[session_id] = changed
+            return changed
+
+    def bind_session(self, session_id: str, binding: str) -> bool:
+        done = self._change(session_id, lambda s: True, bindings=lambda s: s.bindings | {binding})
+        return done is not None
+
+    def reserve_login_attempt(self, session_id: str) -> ConnectSession | None:
+        return self._change(
+            session_id, lambda s: s.login_attempts < MAX_LOGIN_ATTEMPTS, login_attempts=lambda s: s.login_attempts + 1
+        )
+
+    def refund_login_attempt(self, session_id: str) -> None:
+        self._change(session_id, lambda s: s.login_attempts > 0, login_attempts=lambda s: s.login_attempts - 1)
+
+    def reserve_reset_request(self, session_id: str) -> ConnectSession | None:
+        now = self.clock.now()
+        return self._change(
+            session_id,
+            lambda s: (
+                s.reset_requests < MAX_RESET_REQUESTS and (s.last_reset_at is None or s.last_reset_at <= now - 60)
+            ),
+            reset_requests=lambda s: s.reset_requests + 1,
+            last_reset_at=now,
+        )
+
+    def complete_session(self, session_id: str, *, pending_version: str | None = None) -> ConnectSession | None:
+        if pending_version is None:
+            return self.consume_session(session_id)
+        return self._change(session_id, lambda s: True, completed_at=self.clock.now(), pending_version=pending_version)
 
     def consume_session(self, session_id: str) -> ConnectSession | None:
         with self.lock:
-            session = self.get_session(session_id)
-            self.sessions.pop(session_id, None)
+            session = self._open(session_id)
+            if session is not None:
+                del self.sessions[session_id]
             return session
+
+    def _claim(self, session_id: str, expired: bool) -> ConnectSession | None:
+        with self.lock:
+            session = self.sessions.get(session_id)
+            if session is None or not session.completed or session.expired(self.clock.now()) is not expired:
+                return None
+            return self.sessions.pop(session_id)
+
+    def claim_completed(self, session_id: str) -> ConnectSession | None:
+        return self._claim(session_id, expired=False)
+
+    def claim_expired_pending(self, session_id: str) -> ConnectSession | None:
+        return self._claim(session_id, expired=True)
+
+    def expired_pending(self, limit: int = 100) -> list[str]:
+        now = self.clock.now()
+        return [sid for sid, s in self.sessions.items() if s.completed and s.expired(now)][:limit]
 
     def create_state(self, key: ConnectionKey, *, ttl_seconds: float = 600, **fields: Any) -> OAuthState:
         fields.setdefault("scopes", ())
@@ -127,6 +204,35 @@ class MemoryConnections:
         self.items[key] = connection
         return connection
 
+    def save_pending(self, key: ConnectionKey, *, metadata: Mapping[str, str], scopes: Sequence[str]) -> bool:
+        previous = self.items.get(key)
+        if previous is not None and previous.status is not ConnectionStatus.PENDING:
+            return False
+        now = self.clock.now()
+        self.items[key] = Connection(
+            key=key,
+            status=ConnectionStatus.PENDING,
+            generation=previous.generation if previous else 0,
+            expires_at=None,
+            refresh_expires_at=None,
+            next_refresh_at=None,
+            lease=None,
+            attempt=None,
+            failures=0,
+            last_error=None,
+            metadata=dict(metadata),
+            scopes=tuple(scopes),
+            created_at=now,
+            updated_at=now,
+        )
+        return True
+
+    def delete_pending(self, key: ConnectionKey) -> bool:
+        connection = self.items.get(key)
+        if connection is None or connection.status is not ConnectionStatus.PENDING:
+            return False
+        return self.delete(key)
+
     def delete(self, key: ConnectionKey) -> bool:
         return self.items.pop(key, None) is not None
 
@@ -134,6 +240,8 @@ class MemoryConnections:
 @dataclass
 class MemoryTokens:
     written: dict[ConnectionKey, StoredToken] = field(default_factory=dict)
+    pending: dict[tuple[ConnectionKey, str], StoredToken] = field(default_factory=dict)
+    deleted: list[ConnectionKey] = field(default_factory=list)
     conflicts: int = 0  # how many writes to refuse with GenerationConflict first
     broken: bool = False
 
@@ -145,6 +253,24 @@ class MemoryTokens:
             raise GenerationConflict("someone else wrote it")
         self.written[key] = stored
         return "v1"
+
+    def put_pending(self, key: ConnectionKey, stored: StoredToken, *, request_id: str) -> str:
+        # One pending label per secret: a newer pending grant takes it over.
+        self.pending = {k: v for k, v in self.pending.items() if k[0] != key}
+        version = f"pending-{request_id[:8]}"
+        self.pending[(key, version)] = stored
+        self.written.setdefault(key, stored)  # a brand-new secret's first version is also current
+        return version
+
+    def get_pending(self, key: ConnectionKey, version_id: str) -> StoredToken | None:
+        return self.pending.get((key, version_id))
+
+    def drop_pending(self, key: ConnectionKey, version_id: str) -> None:
+        self.pending.pop((key, version_id), None)
+
+    def delete(self, key: ConnectionKey) -> bool:
+        self.deleted.append(key)
+        return self.written.pop(key, None) is not None
 
 
 class ScriptedProvider(Provider):
@@ -237,6 +363,28 @@ def session_id(link: ConnectLink) -> str:
     return link.connect_url.rsplit("/", 1)[1]
 
 
+# The end user's browser: its binding cookie, as the callback handler reads it.
+BROWSER = new_binding()
+
+
+def open_link(world: World, sid: str, *, binding: str = BROWSER) -> Redirect | LoginForm:
+    return world.service.begin(sid, binding=binding)
+
+
+def login(world: World, sid: str, submission: LoginSubmission, *, binding: str = BROWSER) -> Connected | LoginForm:
+    open_link(world, sid, binding=binding)
+    return world.service.submit_login(sid, submission, binding=binding)
+
+
+def reset(world: World, sid: str, email: str, *, binding: str = BROWSER) -> LoginForm:
+    open_link(world, sid, binding=binding)
+    return world.service.password_reset(sid, email, binding=binding)
+
+
+def callback(world: World, query: dict[str, str], *, binding: str = BROWSER) -> Connected:
+    return world.service.complete_callback("worksection", query, binding=binding)
+
+
 # --- create_session ------------------------------------------------------------------------------
 
 
@@ -258,7 +406,11 @@ def test_create_session_returns_a_link_on_the_public_base_url(world: World) -> N
         ("a", "b"),
         {"tenant": "t1"},
     )
-    assert link.to_dict() == {"connect_url": link.connect_url, "expires_at": link.expires_at}
+    assert link.to_dict() == {
+        "connect_url": link.connect_url,
+        "expires_at": link.expires_at,
+        "session_id": session_id(link),
+    }
 
 
 @pytest.mark.parametrize(
@@ -316,10 +468,10 @@ def test_base_url_comes_from_settings_then_the_request(world: World) -> None:
 
 def test_showing_the_form_does_not_consume_the_session(world: World) -> None:
     sid = session_id(world.service.create_session("workly", "a", return_to="https://app.example.com/done"))
-    form = world.service.begin(sid)
+    form = open_link(world, sid)
     assert isinstance(form, LoginForm)
     assert form.form_targets == ("https://app.example.com",)
-    assert isinstance(world.service.begin(sid), LoginForm)
+    assert isinstance(open_link(world, sid), LoginForm)
     assert sid in world.onetime.sessions
 
 
@@ -337,7 +489,7 @@ def test_two_racing_logins_save_once(world: World) -> None:
     def submit() -> None:
         barrier.wait()
         try:
-            results.append(world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1")))
+            results.append(login(world, sid, LoginSubmission("ann@example.com", "right-password-1")))
         except SessionNotFound as error:
             results.append(error)
 
@@ -354,7 +506,7 @@ def test_two_racing_logins_save_once(world: World) -> None:
 def test_a_generation_conflict_moves_past_the_other_writer(world: World) -> None:
     world.tokens.conflicts = 1
     sid = session_id(world.service.create_session("workly", "a"))
-    done = world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1"))
+    done = login(world, sid, LoginSubmission("ann@example.com", "right-password-1"))
     assert not isinstance(done, LoginForm)
     assert done.generation == 2
     assert world.tokens.written[ConnectionKey("workly", "a")].generation == 2
@@ -364,25 +516,26 @@ def test_a_generation_conflict_moves_past_the_other_writer(world: World) -> None
 
 def test_an_empty_reset_message_gets_a_default(world: World) -> None:
     sid = session_id(world.service.create_session("workly", "a"))
-    form = world.service.password_reset(sid, "ann@example.com")
-    assert form.notice and "password reset link" in form.notice
+    form = reset(world, sid, "ann@example.com")
+    assert form.notice and "link to reset the password" in form.notice
+    assert form.notice_original is None  # the provider said nothing worth quoting
     assert form.status == 200
 
 
 def test_reset_on_an_oauth_session_is_refused(world: World) -> None:
     sid = session_id(world.service.create_session("worksection", "a"))
     with pytest.raises(UnsupportedOperation):
-        world.service.password_reset(sid, "ann@example.com")
+        reset(world, sid, "ann@example.com")
 
 
 # --- authorization-code flow ---------------------------------------------------------------------
 
 
 def test_callback_survives_a_failed_user_info(world: World) -> None:
-    begin = world.service.begin(session_id(world.service.create_session("worksection", "a")))
+    begin = open_link(world, session_id(world.service.create_session("worksection", "a")))
     assert isinstance(begin, Redirect)
     state = begin.location.split("state=")[1].split("&")[0]
-    done = world.service.complete_callback("worksection", {"state": state, "code": "code-123456789"})
+    done = callback(world, {"state": state, "code": "code-123456789"})
     assert done.generation == 1
     assert done.account is None
     stored = world.tokens.written[ConnectionKey("worksection", "a")]
@@ -391,22 +544,22 @@ def test_callback_survives_a_failed_user_info(world: World) -> None:
 
 
 def test_callback_with_a_state_but_no_code_is_400_and_burns_the_state(world: World) -> None:
-    begin = world.service.begin(session_id(world.service.create_session("worksection", "a")))
+    begin = open_link(world, session_id(world.service.create_session("worksection", "a")))
     assert isinstance(begin, Redirect)
     state = begin.location.split("state=")[1].split("&")[0]
     with pytest.raises(InvalidInput):
-        world.service.complete_callback("worksection", {"state": state})
+        callback(world, {"state": state})
     with pytest.raises(InvalidState):
-        world.service.complete_callback("worksection", {"state": state, "code": "code-123456789"})
+        callback(world, {"state": state, "code": "code-123456789"})
     assert world.providers["worksection"].calls == []
 
 
 def test_the_stored_token_carries_metadata_from_the_backend_and_the_provider(world: World) -> None:
-    sid = session_id(world.service.create_session("workly", "a", metadata={"user_email": "spoof", "team": "x"}))
-    world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1", remember=True))
+    sid = session_id(world.service.create_session("workly", "a", metadata={"team": "x"}))
+    login(world, sid, LoginSubmission("ann@example.com", "right-password-1", remember=True))
     stored = world.tokens.written[ConnectionKey("workly", "a")]
     assert stored.metadata["team"] == "x"
-    assert stored.metadata["user_email"] == "ann@example.com"  # the provider's word wins
+    assert stored.metadata["user_email"] == "ann@example.com"
     assert stored.login is not None and stored.login.username == "ann@example.com"
     connection = world.connections.items[ConnectionKey("workly", "a")]
     assert connection.metadata == stored.metadata
@@ -418,18 +571,21 @@ def test_a_failed_token_write_leaves_no_active_record_behind(world: World) -> No
     world.tokens.broken = True
     sid = session_id(world.service.create_session("workly", "a"))
     with pytest.raises(ConnectionError):
-        world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1"))
+        login(world, sid, LoginSubmission("ann@example.com", "right-password-1"))
     assert world.connections.items == {}
     assert world.events.events == []
 
 
 def test_a_failed_token_write_on_reconnect_keeps_the_existing_record(world: World) -> None:
-    world.service.submit_login(
-        session_id(world.service.create_session("workly", "a")), LoginSubmission("ann@example.com", "right-password-1")
+    login(
+        world,
+        session_id(world.service.create_session("workly", "a")),
+        LoginSubmission("ann@example.com", "right-password-1"),
     )
     world.tokens.broken = True
     with pytest.raises(ConnectionError):
-        world.service.submit_login(
+        login(
+            world,
             session_id(world.service.create_session("workly", "a")),
             LoginSubmission("ann@example.com", "right-password-1"),
         )
@@ -448,11 +604,11 @@ def test_a_failed_token_write_on_reconnect_keeps_the_existing_record(world: Worl
     ],
 )
 def test_callback_errors_are_classified(world: World, error: str, kind: type, status: int) -> None:
-    begin = world.service.begin(session_id(world.service.create_session("worksection", "a")))
+    begin = open_link(world, session_id(world.service.create_session("worksection", "a")))
     assert isinstance(begin, Redirect)
     state = begin.location.split("state=")[1].split("&")[0]
     with pytest.raises(kind) as raised:
-        world.service.complete_callback("worksection", {"state": state, "error": error})
+        callback(world, {"state": state, "error": error})
     assert type(raised.value) is kind
     assert raised.value.http_status == status
     assert world.connections.items == {}
