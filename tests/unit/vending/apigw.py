@@ -31,6 +31,7 @@ ROUTES = (
     ("DELETE", "/connections/{provider}/{connection_id}"),
     ("GET", "/connections"),
     ("POST", "/connect-sessions"),
+    ("POST", "/connect-sessions/{session_id}/confirm"),
 )
 
 
