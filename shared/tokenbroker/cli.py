@@ -65,7 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
     link.add_argument("--return-to", help="where the browser goes afterwards (must be an allowed return URL)")
     link.add_argument("--scope", action="append", dest="scopes", help="requested scope (repeatable)")
     link.add_argument("--metadata", action="append", default=[], metavar="KEY=VALUE", help="stored with the connection")
+    link.add_argument("--end-user-id", help="your id for the end user the link is meant for (up to 256 characters)")
+    link.add_argument(
+        "--confirm",
+        action="store_true",
+        help="keep the grant pending until `tokenbroker confirm SESSION_ID END_USER_ID` (needs --end-user-id)",
+    )
     link.set_defaults(run=_connect_link)
+
+    confirm = commands.add_parser(
+        "confirm", help="confirm mode: the end user who completed a connect session is the one it was meant for"
+    )
+    confirm.add_argument("session_id", help="the session_id that connect-link printed")
+    confirm.add_argument("end_user_id", help="the end user signed in to your application")
+    confirm.set_defaults(run=_confirm)
 
     connections = commands.add_parser("connections", help="list, show or delete connections")
     actions = connections.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -119,8 +132,14 @@ def _connect_link(client: Client, args: argparse.Namespace) -> Any:
         return_to=args.return_to,
         scopes=args.scopes,
         metadata=metadata or None,
+        end_user_id=args.end_user_id,
+        confirm=args.confirm,
     )
-    return {"connect_url": link.connect_url, "expires_at": link.expires_at}
+    return {"connect_url": link.connect_url, "expires_at": link.expires_at, "session_id": link.session_id}
+
+
+def _confirm(client: Client, args: argparse.Namespace) -> Any:
+    return dict(client.confirm_connect_session(args.session_id, args.end_user_id).raw)
 
 
 def _list(client: Client, args: argparse.Namespace) -> Any:

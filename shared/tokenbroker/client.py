@@ -17,6 +17,7 @@ boto3/botocore and requests.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -34,8 +35,12 @@ from tokenbroker import USER_AGENT
 from tokenbroker.errors import (
     AccountProblem,
     ConnectionNotFound,
+    ConnectSessionExpired,
+    ConnectSessionNotCompleted,
+    EndUserMismatch,
     InvalidInput,
     NeedsReauthorization,
+    PendingConfirmation,
     ProviderConfigurationError,
     RefreshInProgress,
     TokenBrokerError,
@@ -58,6 +63,8 @@ MAX_CACHE_MARGIN = 300.0
 # The broker may wait up to its vend_wait_seconds (8 s) for another refresh, plus the refresh itself.
 DEFAULT_TIMEOUT = (3.05, 30.0)
 DEFAULT_RETRY_AFTER = 1.0
+# A connect session id as the broker mints them; checked before it becomes part of a URL path.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{16,128}")
 
 
 # --- errors the broker itself can add to the taxonomy --------------------------------------------
@@ -161,8 +168,10 @@ class ConnectionInfo:
 
 @dataclass(frozen=True, slots=True)
 class ConnectLink:
-    connect_url: str = field(repr=False)  # a one-time bearer link: do not log it
+    connect_url: str = field(repr=False)  # a bearer link until one flow completes: do not log it
     expires_at: int
+    # Confirm mode: what POST /connect-sessions/{session_id}/confirm names (also in connect_url).
+    session_id: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +306,11 @@ class TokenBrokerClient:
         return_to: str | None = None,
         scopes: Sequence[str] | None = None,
         metadata: Mapping[str, str] | None = None,
+        end_user_id: str | None = None,
+        confirm: bool = False,
     ) -> ConnectLink:
+        """A connect link for the end user. ``confirm=True`` (with your ``end_user_id`` for them) keeps
+        the grant pending until you call ``confirm_connect_session`` for the same end user."""
         key = _key(provider, connection_id)
         body: dict[str, Any] = {"provider": key[0], "connection_id": key[1]}
         if return_to is not None:
@@ -306,8 +319,28 @@ class TokenBrokerClient:
             body["scopes"] = list(scopes)
         if metadata is not None:
             body["metadata"] = dict(metadata)
+        if end_user_id is not None:
+            body["end_user_id"] = end_user_id
+        if confirm:
+            body["confirm"] = True
         data = self._call("POST", "/connect-sessions", body=body)
-        return ConnectLink(connect_url=str(data["connect_url"]), expires_at=int(data["expires_at"]))
+        return ConnectLink(
+            connect_url=str(data["connect_url"]),
+            expires_at=int(data["expires_at"]),
+            session_id=str(data.get("session_id") or ""),
+        )
+
+    def confirm_connect_session(self, session_id: str, end_user_id: str) -> ConnectionInfo:
+        """Confirm mode: the end user signed in to your application completed ``session_id``.
+
+        Raises ``TokenBrokerClientError`` with code ``end_user_mismatch`` (403: the pending grant was
+        discarded), ``connect_session_not_found`` (404), ``connect_session_not_completed`` (409) or
+        ``connect_session_expired`` (410).
+        """
+        if not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+            raise InvalidInput("session_id must be the session_id of a connect link", field="session_id")
+        data = self._call("POST", f"/connect-sessions/{session_id}/confirm", body={"end_user_id": end_user_id})
+        return ConnectionInfo.from_json(data)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -493,6 +526,10 @@ _ERRORS_BY_CODE: dict[str, _ErrorFactory] = {
     "not_found": lambda message, _: ConnectionNotFound(message),
     "unsupported": lambda message, _: UnsupportedOperation(message),
     "bad_request": lambda message, _: InvalidInput(message),
+    "pending_confirmation": lambda message, _: PendingConfirmation(message),
+    "end_user_mismatch": lambda message, _: EndUserMismatch(message),
+    "connect_session_expired": lambda message, _: ConnectSessionExpired(message),
+    "connect_session_not_completed": lambda message, _: ConnectSessionNotCompleted(message),
 }
 # API Gateway's own answers carry no "error" code, only "message".
 _ERRORS_BY_STATUS: dict[int, _ErrorFactory] = {

@@ -38,6 +38,9 @@ from urllib.parse import urlsplit
 from tokenbroker.clock import Clock
 from tokenbroker.errors import (
     AccountProblem,
+    ConnectSessionExpired,
+    ConnectSessionNotCompleted,
+    EndUserMismatch,
     InvalidInput,
     InvalidUserCredentials,
     ProviderConfigurationError,
@@ -141,27 +144,6 @@ class LinkUsedUp(TokenBrokerError):
 
     code = "connect_link_used_up"
     http_status = 429
-
-
-class ConnectSessionExpired(TokenBrokerError):
-    """The connect session (and any grant pending on it) expired before it was confirmed."""
-
-    code = "connect_session_expired"
-    http_status = 410
-
-
-class ConnectSessionNotCompleted(TokenBrokerError):
-    """Confirmation asked for a session whose end user has not finished connecting yet."""
-
-    code = "connect_session_not_completed"
-    http_status = 409
-
-
-class EndUserMismatch(TokenBrokerError):
-    """The application confirmed a session for another end user than the one it was made for."""
-
-    code = "end_user_mismatch"
-    http_status = 403
 
 
 # --- results ------------------------------------------------------------------------------------

@@ -57,6 +57,27 @@ class PendingConfirmation(TokenBrokerError):
     http_status = 409
 
 
+class ConnectSessionExpired(TokenBrokerError):
+    """The connect session (and any grant pending on it) expired before it was confirmed."""
+
+    code = "connect_session_expired"
+    http_status = 410
+
+
+class ConnectSessionNotCompleted(TokenBrokerError):
+    """Confirmation asked for a session whose end user has not finished connecting yet."""
+
+    code = "connect_session_not_completed"
+    http_status = 409
+
+
+class EndUserMismatch(TokenBrokerError):
+    """The application confirmed a session for another end user than the one it was made for."""
+
+    code = "end_user_mismatch"
+    http_status = 403
+
+
 class RefreshInProgress(TokenBrokerError):
     """Another worker holds the refresh lease longer than the caller may wait."""
 

@@ -32,6 +32,7 @@ def test_the_document_covers_every_route_with_its_inputs_and_errors() -> None:
         ("GET", "/connections"),
         ("DELETE", "/connections/{provider}/{connection_id}"),
         ("POST", "/connect-sessions"),
+        ("POST", "/connect-sessions/{session_id}/confirm"),
     }
     vend = operations[("GET", "/tokens/{provider}/{connection_id}")]
     min_ttl = next(p for p in vend["parameters"] if p["name"] == "min_ttl")
@@ -45,6 +46,10 @@ def test_the_document_covers_every_route_with_its_inputs_and_errors() -> None:
         ("cursor", False),
     }
     assert "201" in operations[("POST", "/connect-sessions")]["responses"]
+    confirm = operations[("POST", "/connect-sessions/{session_id}/confirm")]
+    assert set(confirm["responses"]) == {"200", "400", "403", "404", "409", "410"}
+    session = document["components"]["schemas"]["ConnectSessionRequest"]["properties"]
+    assert session["confirm"]["type"] == "boolean" and session["end_user_id"]["type"] == "string"
     assert "204" in operations[("DELETE", "/connections/{provider}/{connection_id}")]["responses"]
     token = document["components"]["schemas"]["TokenAnswer"]
     assert "refresh_token" not in token["properties"]

@@ -44,6 +44,7 @@ def sha(value: str) -> str:
 class Link:
     connect_url: str
     expires_at: int
+    session_id: str = "s3ss10n"
 
 
 @dataclass
@@ -58,6 +59,8 @@ class FakeConnect:
         return_to: str | None = None,
         scopes: Sequence[str] | None = None,
         metadata: Mapping[str, str] | None = None,
+        end_user_id: str | None = None,
+        confirm: bool = False,
         request_base_url: str | None = None,
     ) -> Link:
         if return_to is not None and not return_to.startswith("https://app.example.com/"):
@@ -69,6 +72,8 @@ class FakeConnect:
                 "return_to": return_to,
                 "scopes": scopes,
                 "metadata": metadata,
+                "end_user_id": end_user_id,
+                "confirm": confirm,
                 "request_base_url": request_base_url,
             }
         )
@@ -383,8 +388,21 @@ def test_create_connect_session_is_201_with_the_link(handler: ModuleType) -> Non
     }
     answer = w.call("POST", "/connect-sessions", json_body=body)
     assert answer.status == 201
-    assert answer.json == {"connect_url": f"https://{API_DOMAIN}/connect/s3ss10n", "expires_at": int(NOW) + 900}
-    assert w.connect.calls == [{**body, "request_base_url": f"https://{API_DOMAIN}"}]
+    assert answer.json == {
+        "connect_url": f"https://{API_DOMAIN}/connect/s3ss10n",
+        "expires_at": int(NOW) + 900,
+        "session_id": "s3ss10n",
+    }
+    assert w.connect.calls == [
+        {**body, "end_user_id": None, "confirm": False, "request_base_url": f"https://{API_DOMAIN}"}
+    ]
+
+
+def test_create_connect_session_passes_confirm_mode_on(handler: ModuleType) -> None:
+    w = world(handler, FakeTokens())
+    body = {"provider": "worksection", "connection_id": "acme-1", "end_user_id": "user-42", "confirm": True}
+    assert w.call("POST", "/connect-sessions", json_body=body).status == 201
+    assert (w.connect.calls[0]["end_user_id"], w.connect.calls[0]["confirm"]) == ("user-42", True)
 
 
 @pytest.mark.parametrize(
@@ -398,6 +416,9 @@ def test_create_connect_session_is_201_with_the_link(handler: ModuleType) -> Non
         {"provider": "worksection", "connection_id": "acme-1", "return_to": 5},
         {"provider": "worksection", "connection_id": "acme-1", "return_to": "https://evil.example/"},
         {"provider": "worksection", "connection_id": "acme-1", "surprise": True},
+        {"provider": "worksection", "connection_id": "acme-1", "confirm": "yes"},
+        {"provider": "worksection", "connection_id": "acme-1", "end_user_id": 42},
+        {"provider": "worksection", "connection_id": "acme-1", "end_user_id": "u" * 257},
     ],
 )
 def test_create_connect_session_rejects_bad_bodies(handler: ModuleType, body: dict[str, Any]) -> None:
