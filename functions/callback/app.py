@@ -59,6 +59,25 @@ def get_service() -> ConnectService:
     return _service.get()
 
 
+def _branding_from_env() -> pages.Branding:
+    from tokenbroker.settings import ConfigurationError, Settings  # noqa: PLC0415 - first page, not import time
+
+    try:
+        return pages.branding_from_settings(Settings.from_env())
+    except ConfigurationError as error:
+        # An error page must still render: fall back to the unbranded pages, loudly in the log.
+        logger.error("page branding is not configured correctly", extra={"error": str(error)})
+        return pages.Branding.of(None, None, None)
+
+
+_branding: Lazy[pages.Branding] = Lazy(_branding_from_env)
+
+
+def branding() -> pages.Branding:
+    """The application's name, logo and colour for every page (AppName, AppLogoUrl, AppAccentColor)."""
+    return _branding.get()
+
+
 # --- request helpers -----------------------------------------------------------------------------
 
 
@@ -157,11 +176,14 @@ def respond(page: pages.HtmlResponse, *, cookies: list[Cookie] | None = None) ->
 def render_form(form: LoginForm, *, cookies: list[Cookie] | None = None) -> Response[str]:
     return respond(
         pages.login_page(
+            branding=branding(),
             provider=form.provider_label,
+            provider_host=None,
             email=form.email,
             remember=form.remember,
             error=form.error,
             notice=form.notice,
+            notice_original=None,
             status=form.status,
             form_targets=form.form_targets,
         ),
@@ -173,7 +195,13 @@ def render_connected(done: Connected) -> Response[str]:
     if done.redirect_to:
         return respond(pages.redirect(done.redirect_to))
     return respond(
-        pages.success_page(provider=done.provider_label, account=done.account, reauthorized=done.reauthorized)
+        pages.success_page(
+            branding=branding(),
+            provider=done.provider_label,
+            account=done.account,
+            reauthorized=done.reauthorized,
+            return_to=None,
+        )
     )
 
 
@@ -227,18 +255,18 @@ def callback(provider: str) -> Response[str]:
 
 @app.not_found
 def not_found(_: NotFoundError) -> Response[str]:
-    return respond(pages.not_found_page())
+    return respond(pages.not_found_page(branding=branding()))
 
 
 def domain_error(error: TokenBrokerError) -> Response[str]:
     log = logger.warning if error.http_status >= 500 else logger.info
     log("connect request failed", extra={"error_code": error.code, "status": error.http_status, "error": str(error)})
-    return respond(pages.error_page(error))
+    return respond(pages.error_page(error, branding=branding(), return_to=None))
 
 
 def unexpected_error(error: Exception) -> Response[str]:
     logger.exception("connect request crashed", extra={"error_type": type(error).__name__})
-    return respond(pages.error_page(TokenBrokerError("internal error")))
+    return respond(pages.error_page(TokenBrokerError("internal error"), branding=branding(), return_to=None))
 
 
 # Registered without the decorator, which Powertools leaves untyped. Lookup walks the MRO.

@@ -140,7 +140,7 @@ def unused_loopback_url() -> str:
 
 def _placeholder_resolver(document: Mapping[str, Any]) -> Resolver:
     """Resolves the template's Refs to plausible names without creating anything."""
-    resolver = Resolver(document, parameters={"Stage": "bench"}, stack_name="tokenbroker-bench")
+    resolver = Resolver(document, parameters={"Stage": "bench", "AppName": "Bench"}, stack_name="tokenbroker-bench")
     for logical_id in document.get("Resources") or {}:
         resolver.refs[logical_id] = f"tokenbroker-bench-{logical_id}"
     for logical_id in resources_of_type(document, "AWS::SQS::Queue"):

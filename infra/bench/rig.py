@@ -251,7 +251,7 @@ def build_rig(workdir: Path | None = None, *, template: Path = DEFAULT_TEMPLATE)
         document = load_template(template)
         resolver = Resolver(
             document,
-            parameters={"Stage": STAGE},
+            parameters={"Stage": STAGE, "AppName": "Bench"},
             region=REGION,
             account_id=ACCOUNT_ID,
             stack_name=f"tokenbroker-{STAGE}",

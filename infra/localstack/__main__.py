@@ -12,7 +12,14 @@ from pathlib import Path
 from types import FrameType
 
 from infra.localstack.net import PortInUse
-from infra.localstack.stack import DEFAULT_PORT, DEFAULT_SWEEP_INTERVAL, LocalStack, StackError, StackOptions
+from infra.localstack.stack import (
+    DEFAULT_APP_NAME,
+    DEFAULT_PORT,
+    DEFAULT_SWEEP_INTERVAL,
+    LocalStack,
+    StackError,
+    StackOptions,
+)
 from infra.localstack.template import DEFAULT_TEMPLATE, TemplateError
 
 
@@ -28,6 +35,17 @@ def _port(text: str) -> int:
     if not 0 <= value < 65536:
         raise argparse.ArgumentTypeError("must be 0..65535 (0 = any free port)")
     return value
+
+
+def _app_name(text: str) -> str:
+    """Refused here as a deployed stack would refuse it, rather than pages falling back to no name."""
+    from tokenbroker.pages import Branding  # noqa: PLC0415 - only when the flag is given
+    from tokenbroker.settings import ConfigurationError  # noqa: PLC0415
+
+    try:
+        return Branding.of(text, None, None).app_name
+    except ConfigurationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> StackOptions:
@@ -55,6 +73,13 @@ def parse_args(argv: Sequence[str] | None = None) -> StackOptions:
         metavar="URLS",
         help="comma-separated URL prefixes a connect session's return_to may use (default: none)",
     )
+    parser.add_argument(
+        "--app-name",
+        type=_app_name,
+        default=DEFAULT_APP_NAME,
+        metavar="NAME",
+        help=f"the application the connect pages name (the AppName parameter; default {DEFAULT_APP_NAME!r})",
+    )
     parser.add_argument("--moto-port", type=_port, default=0, help="port of the moto server (default: any free)")
     parser.add_argument("--template", type=Path, default=DEFAULT_TEMPLATE, help=argparse.SUPPRESS)
     parser.add_argument(
@@ -72,6 +97,7 @@ def parse_args(argv: Sequence[str] | None = None) -> StackOptions:
         moto_port=args.moto_port,
         template=args.template,
         ready_file=args.ready_file,
+        app_name=args.app_name,
     )
 
 

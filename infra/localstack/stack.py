@@ -40,6 +40,8 @@ STAGE = "local"
 STACK_NAME = "tokenbroker-local"
 DEFAULT_PORT = 3000
 DEFAULT_SWEEP_INTERVAL = 10.0
+# AppName has no Default in the template (a deployed stack must name its application).
+DEFAULT_APP_NAME = "Example App"
 # The sandboxes' own standalone defaults (python -m infra.sandboxes), so both tools agree.
 DEMO_EMAIL = "demo@example.com"
 DEMO_PASSWORD = "demo-password"
@@ -65,6 +67,7 @@ class StackOptions:
     moto_port: int = 0
     template: Path = DEFAULT_TEMPLATE
     ready_file: Path | None = None
+    app_name: str = DEFAULT_APP_NAME
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +262,7 @@ class LocalStack:
             "AllowedReturnUrls": ",".join(self.options.allowed_return_urls),
             "PublicBaseUrl": api_url,
             "KmsKeyId": "",
+            "AppName": self.options.app_name,
         }
         declared = template.get("Parameters") or {}
         return {name: value for name, value in wanted.items() if name in declared}

@@ -13,6 +13,10 @@ class ConfigurationError(TokenBrokerError):
     code = "configuration_error"
 
 
+# What the pages call the application when the stack names none (AppName is required on AWS).
+DEFAULT_APP_NAME = "the application"
+
+
 def _split(value: str | None) -> tuple[str, ...]:
     return tuple(item.strip() for item in (value or "").split(",") if item.strip())
 
@@ -49,6 +53,10 @@ class Settings:
     sweep_max_messages: int = 10_000
     # Records of one SQS batch refreshed side by side by the worker (1 = one after another).
     worker_threads: int = 10
+    # Branding of the end-user pages, as configured; tokenbroker.pages.Branding validates it.
+    app_name: str = DEFAULT_APP_NAME
+    app_logo_url: str | None = None
+    app_accent_color: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -71,4 +79,7 @@ class Settings:
             sweep_horizon_seconds=_number(env, "SWEEP_HORIZON_SECONDS", 300.0),
             sweep_max_messages=int(_number(env, "SWEEP_MAX_MESSAGES", 10_000)),
             worker_threads=max(1, int(_number(env, "WORKER_THREADS", 10))),
+            app_name=env.get("APP_NAME") or DEFAULT_APP_NAME,
+            app_logo_url=env.get("APP_LOGO_URL") or None,
+            app_accent_color=env.get("APP_ACCENT_COLOR") or None,
         )

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.localstack.__main__ import parse_args
+from infra.localstack.stack import LocalStack
 from infra.localstack.template import DEFAULT_TEMPLATE, Resolver, TemplateError, function_properties, load_template
 from infra.localstack.topology import Auth, read_topology
 
@@ -104,3 +106,32 @@ def test_the_repo_template_serves_the_external_contract() -> None:
     assert [s.function for s in topology.schedules] == ["RefreshSweepFunction"]
     assert [q.function for q in topology.queue_sources] == ["RefreshWorkerFunction"]
     assert topology.functions["RefreshWorkerFunction"].handler == "app.worker_handler"
+
+
+def test_the_local_stack_names_the_application_the_template_requires() -> None:
+    """AppName has no Default: the local stack supplies it (--app-name), and only the callback gets it."""
+    template = load_template(DEFAULT_TEMPLATE)
+    assert "Default" not in template["Parameters"]["AppName"]
+    with pytest.raises(TemplateError, match="AppName has no value"):
+        Resolver(template).resolve({"Ref": "AppName"})
+    options = parse_args(["--app-name", "  Acme CRM "])
+    assert options.app_name == "Acme CRM"
+    assert parse_args([]).app_name == "Example App"
+    stack = LocalStack(options, environ={})
+    resolver = Resolver(template, parameters=stack._parameters(template, "http://127.0.0.1:3000"))
+    resolver.refs.update({logical_id: f"local-{logical_id}" for logical_id in template["Resources"]})
+    topology = read_topology(template, DEFAULT_TEMPLATE.parent)
+    callback = resolver.resolve(dict(topology.functions["CallbackFunction"].environment))
+    assert (callback["APP_NAME"], callback["APP_LOGO_URL"], callback["APP_ACCENT_COLOR"]) == ("Acme CRM", "", "")
+    for name, function in topology.functions.items():
+        if name != "CallbackFunction":
+            assert "APP_NAME" not in resolver.resolve(dict(function.environment)), name
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "Acme\tCRM"])
+def test_the_local_stack_refuses_an_app_name_a_deploy_would_refuse(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--app-name", name])
+    assert "--app-name" in capsys.readouterr().err

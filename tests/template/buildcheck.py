@@ -247,8 +247,8 @@ _TRIGGERS = {"HttpApi": "http", "Api": "http", "SQS": "sqs", "ScheduleV2": "sche
 
 
 def _placeholder_resolver(template: Mapping[str, Any]) -> Resolver:
-    """Parameters keep their defaults; every resource resolves to a recognisable fake name."""
-    resolver = Resolver(template, stack_name="buildcheck")
+    """Parameters keep their defaults (AppName has none); every resource resolves to a recognisable fake name."""
+    resolver = Resolver(template, parameters={"AppName": "Build Check"}, stack_name="buildcheck")
     for logical_id, resource in template["Resources"].items():
         if resource.get("Type") == _QUEUE_TYPE:
             resolver.refs[logical_id] = f"http://127.0.0.1:9/123456789012/buildcheck-{logical_id}"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import tomllib
 from typing import Any
 
-from tests.template.sam import load, resources_of, transformed
+from tests.template.sam import ROOT, load, resources_of, transformed
 
 FUNCTION = "AWS::Lambda::Function"
 
@@ -127,7 +130,60 @@ def test_parameters_and_outputs_of_the_design() -> None:
     )
     assert {"ApiUrl", "CallbackUrlTemplate", "TableName", "EventBusName"} <= set(template["Outputs"])
     for name, parameter in template["Parameters"].items():
+        if name in REQUIRED_PARAMETERS:
+            continue
         assert "Default" in parameter, f"{name}: a guided deploy should be able to accept every default"
+
+
+# Parameters a deploy must answer: no default could be right for every stack.
+REQUIRED_PARAMETERS = {"AppName"}
+
+
+def test_the_pages_branding_parameters() -> None:
+    parameters = load()["Parameters"]
+    app_name = parameters["AppName"]
+    assert "Default" not in app_name, "the pages must name the real application, not a placeholder"
+    assert (app_name["MinLength"], app_name["MaxLength"]) == (1, 64)
+    assert parameters["AppLogoUrl"]["Default"] == "" and parameters["AppLogoUrl"]["MaxLength"] == 2048
+    assert parameters["AppAccentColor"]["Default"] == ""
+    # CloudFormation matches AllowedPattern against the whole value; Python's fullmatch is close enough here.
+    name = re.compile(app_name["AllowedPattern"])
+    assert all(name.fullmatch(ok) for ok in ("Acme CRM", "x", '"Acme" & Co', "Ёлка"))
+    assert not any(name.fullmatch(bad) for bad in ("", " ", "   ", "Acme\nCRM", "a\tb"))
+    logo = re.compile(parameters["AppLogoUrl"]["AllowedPattern"])
+    assert all(logo.fullmatch(ok) for ok in ("", "https://cdn.acme.example/logo.png", "https://c.example:8443/a?v=1"))
+    for bad in (
+        "http://cdn.acme.example/logo.png",
+        "https://user:pw@cdn.acme.example/logo.png",
+        "https://cdn.acme.example/lo go.png",
+        'https://cdn.acme.example/lo"go.png',
+        "javascript:alert(1)",
+    ):
+        assert not logo.fullmatch(bad), bad
+    colour = re.compile(parameters["AppAccentColor"]["AllowedPattern"])
+    assert colour.fullmatch("") and colour.fullmatch("#1A5fb4")
+    assert not any(colour.fullmatch(bad) for bad in ("#fff", "red", "1a5fb4", "#1a5fb4 "))
+
+
+def test_the_branding_reaches_only_the_function_that_renders_pages() -> None:
+    for name, function in functions().items():
+        variables = function["Environment"]["Variables"]
+        if name == "CallbackFunction":
+            assert variables["APP_NAME"] == {"Ref": "AppName"}
+            assert variables["APP_LOGO_URL"] == {"Ref": "AppLogoUrl"}
+            assert variables["APP_ACCENT_COLOR"] == {"Ref": "AppAccentColor"}
+        else:
+            assert not {"APP_NAME", "APP_LOGO_URL", "APP_ACCENT_COLOR"} & set(variables), name
+
+
+def test_every_deploy_config_names_the_application() -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text(encoding="utf-8"))
+    envs = [env for env, commands in config.items() if isinstance(commands, dict) and "deploy" in commands]
+    assert envs
+    for env in envs:
+        overrides = shlex.split(config[env]["deploy"]["parameters"]["parameter_overrides"])
+        values = dict(item.split("=", 1) for item in overrides)
+        assert 1 <= len(values.get("AppName", "")) <= 64, env
 
 
 def test_tracing_is_on_by_default_and_can_be_traded_for_cold_start() -> None:

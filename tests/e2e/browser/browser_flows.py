@@ -133,6 +133,13 @@ def expect_accessible_basics(page: Page) -> None:
     assert page.title()
 
 
+def expect_no_sideways_scroll_on_a_phone(page: Page) -> None:
+    """A 390 px wide phone (iPhone 12-15) shows the page without horizontal scrolling."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+    assert overflow <= 0, f"the page is {overflow}px wider than a 390px screen"
+
+
 def test_worksection_in_a_browser(stack: StackProcess, page: Page, app_url: str) -> None:
     demo = stack.info["demo_users"][0]
     page.goto(connect_link(stack, "worksection", "browser-ws", return_to=f"{app_url}/done"))
@@ -173,8 +180,9 @@ def test_workly_in_a_browser(stack: StackProcess, page: Page) -> None:
     link = connect_link(stack, "workly", "browser-wl")
     page.goto(link)
     # tokenbroker's own login form for a password-grant provider.
-    expect(page.get_by_role("heading", level=1)).to_have_text("Connect your Workly account")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Example App wants to connect your Workly account")
     expect_accessible_basics(page)
+    expect_no_sideways_scroll_on_a_phone(page)
     page.get_by_label("E-mail").fill(demo["email"])
     page.get_by_label("Password").fill("wrong-password-1")
     page.get_by_role("button", name="Connect").click()
@@ -184,11 +192,11 @@ def test_workly_in_a_browser(stack: StackProcess, page: Page) -> None:
     expect(page.get_by_label("Password")).to_have_value("")
     page.get_by_label("Password").fill(demo["password"])
     page.get_by_role("button", name="Connect").click()
-    expect(page.get_by_role("heading", level=1)).to_have_text("Your Workly account is connected")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your Workly account is connected to Example App")
     expect_accessible_basics(page)
     assert demo["password"] not in page.content()
     token = signed(stack, "GET", "/tokens/workly/browser-wl?min_ttl=0")
     assert token.status_code == 200, token.text
     # A used connect link cannot be replayed.
     page.goto(link)
-    expect(page.get_by_role("heading", level=1)).not_to_have_text("Connect your Workly account")
+    expect(page.get_by_role("heading", level=1)).not_to_have_text("Example App wants to connect your Workly account")

@@ -71,3 +71,29 @@ def test_return_to_outside_the_stacks_allow_list_is_refused(deployed: object) ->
     assert service.create_session(
         "workly", "a", return_to="https://admin.example.com/x", request_base_url="https://x.example"
     ).connect_url.startswith("https://x.example/connect/")
+
+
+def test_a_cold_handler_names_the_application_from_the_environment(
+    deployed: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APP_NAME", "Acme CRM")
+    monkeypatch.setenv("APP_LOGO_URL", "https://cdn.acme.example/logo.png")
+    monkeypatch.setenv("APP_ACCENT_COLOR", "#2e7d32")
+    answer = call(deployed, api_event("GET", "/connect/" + "Z" * 43))
+    body = str(answer["body"])
+    assert answer["statusCode"] == 404
+    assert "Go back to Acme CRM and start connecting again." in body
+    assert '<img src="https://cdn.acme.example/logo.png" alt="Acme CRM">' in body
+    assert "img-src https://cdn.acme.example;" in answer["headers"]["Content-Security-Policy"]  # type: ignore[index]
+    assert "#2e7d32" in body
+
+
+def test_invalid_branding_falls_back_to_unbranded_pages_instead_of_failing(
+    deployed: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("APP_NAME", "Acme CRM")
+    monkeypatch.setenv("APP_LOGO_URL", "http://cdn.acme.example/logo.png")  # not https
+    answer = call(deployed, api_event("GET", "/nowhere"))
+    assert answer["statusCode"] == 404
+    assert "Go back to the application" in str(answer["body"])
+    assert "img-src" not in answer["headers"]["Content-Security-Policy"]  # type: ignore[index]
