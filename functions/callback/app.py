@@ -178,14 +178,15 @@ def render_form(form: LoginForm, *, cookies: list[Cookie] | None = None) -> Resp
         pages.login_page(
             branding=branding(),
             provider=form.provider_label,
-            provider_host=None,
+            provider_host=form.provider_host,
             email=form.email,
             remember=form.remember,
             error=form.error,
             notice=form.notice,
-            notice_original=None,
+            notice_original=form.notice_original,
             status=form.status,
             form_targets=form.form_targets,
+            attempts_left=form.attempts_left,
         ),
         cookies=cookies,
     )
@@ -200,7 +201,7 @@ def render_connected(done: Connected) -> Response[str]:
             provider=done.provider_label,
             account=done.account,
             reauthorized=done.reauthorized,
-            return_to=None,
+            pending=done.pending,
         )
     )
 
@@ -261,7 +262,7 @@ def not_found(_: NotFoundError) -> Response[str]:
 def domain_error(error: TokenBrokerError) -> Response[str]:
     log = logger.warning if error.http_status >= 500 else logger.info
     log("connect request failed", extra={"error_code": error.code, "status": error.http_status, "error": str(error)})
-    return respond(pages.error_page(error, branding=branding(), return_to=None))
+    return respond(pages.error_page(error, branding=branding(), return_to=error.return_to))
 
 
 def unexpected_error(error: Exception) -> Response[str]:

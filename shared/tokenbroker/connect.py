@@ -30,7 +30,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -325,36 +326,37 @@ class ConnectService:
         """Start a flow in the browser whose binding cookie is ``binding``. Opening a link never
         consumes it (a link preview must not burn it): every opening gets its own state."""
         session = self._session(session_id)
-        entry = self._catalog.get(session.provider)
-        if entry.auth_mode is AuthMode.PASSWORD:
-            if not self._onetime.bind_session(session.session_id, binding_hash(binding)):
-                self._session(session_id)  # gone meanwhile: say so
-                raise LinkUsedUp("this connect link was opened in too many browsers")
-            return self._form(entry, session)
-        if entry.auth_mode is not AuthMode.AUTHORIZATION_CODE:
-            raise UnsupportedOperation(f"{entry.label} cannot be connected in a browser")
-        redirect_uri = f"{self.base_url(request_base_url)}/callback/{entry.name}"
-        verifier, challenge = new_pkce_pair() if entry.pkce else (None, None)
-        remember_secret(verifier)
-        pending = self._onetime.create_state(
-            session.key,
-            redirect_uri=redirect_uri,
-            code_verifier=verifier,
-            session_id=session.session_id,
-            return_to=session.return_to,
-            scopes=session.scopes,
-            metadata=session.metadata,
-            ttl_seconds=min(self._state_seconds, max(1.0, session.expires_at - self._clock.now())),
-            binding=binding_hash(binding),
-        )
-        location = self._providers(entry.name).authorization_url(
-            state=pending.state,
-            redirect_uri=redirect_uri,
-            scopes=list(pending.scopes) or None,
-            code_challenge=challenge,
-        )
-        logger.info("authorization started", extra={"provider": entry.name, "connection_id": pending.connection_id})
-        return Redirect(location)
+        with returning_to(session.return_to):
+            entry = self._catalog.get(session.provider)
+            if entry.auth_mode is AuthMode.PASSWORD:
+                if not self._onetime.bind_session(session.session_id, binding_hash(binding)):
+                    self._session(session_id)  # gone meanwhile: say so
+                    raise LinkUsedUp("this connect link was opened in too many browsers")
+                return self._form(entry, session)
+            if entry.auth_mode is not AuthMode.AUTHORIZATION_CODE:
+                raise UnsupportedOperation(f"{entry.label} cannot be connected in a browser")
+            redirect_uri = f"{self.base_url(request_base_url)}/callback/{entry.name}"
+            verifier, challenge = new_pkce_pair() if entry.pkce else (None, None)
+            remember_secret(verifier)
+            pending = self._onetime.create_state(
+                session.key,
+                redirect_uri=redirect_uri,
+                code_verifier=verifier,
+                session_id=session.session_id,
+                return_to=session.return_to,
+                scopes=session.scopes,
+                metadata=session.metadata,
+                ttl_seconds=min(self._state_seconds, max(1.0, session.expires_at - self._clock.now())),
+                binding=binding_hash(binding),
+            )
+            location = self._providers(entry.name).authorization_url(
+                state=pending.state,
+                redirect_uri=redirect_uri,
+                scopes=list(pending.scopes) or None,
+                code_challenge=challenge,
+            )
+            logger.info("authorization started", extra={"provider": entry.name, "connection_id": pending.connection_id})
+            return Redirect(location)
 
     # --- POST /connect/{session} -----------------------------------------------------------------
 
@@ -365,90 +367,93 @@ class ConnectService:
         counted before the provider is asked, so racing guesses stay within the limit too.
         """
         session = self._session(session_id)
-        entry = self._password_entry(session)
-        self._require_binding(session, binding)
-        email = form.email.strip()
-        problem = _login_problem(email, form.password)
-        if problem:
-            return self._form(entry, session, email=email, remember=form.remember, error=problem, status=400)
-        counted = self._onetime.reserve_login_attempt(session.session_id)
-        if counted is None:
-            self._session(session_id)  # completed or expired meanwhile: say that instead
-            raise LinkUsedUp("too many failed sign-in attempts on this connect link")
-        provider = self._providers(entry.name)
-        try:
-            token = provider.password_grant(username=email, password=form.password, scopes=list(session.scopes) or None)
-        except InvalidUserCredentials:
-            left = MAX_LOGIN_ATTEMPTS - counted.login_attempts
-            logger.info("wrong login on the connect form", extra={"provider": entry.name, "attempts_left": left})
-            if left <= 0:
-                raise LinkUsedUp("too many failed sign-in attempts on this connect link") from None
-            return self._form(
-                entry,
-                counted,
-                email=email,
-                remember=form.remember,
-                error="The e-mail or password is wrong. Check them and try again.",
-                status=401,
-            )
-        except (TransientProviderError, AccountProblem) as error:
-            # The provider did not judge the password: the attempt does not count. Worth another
-            # try from the same form (later, or after fixing the account).
-            self._onetime.refund_login_attempt(session.session_id)
-            logger.warning("password grant failed", extra={"provider": entry.name, "error": str(error)})
-            said = without_password(error.message, form.password)
-            return self._form(
-                entry,
-                session,
-                email=email,
-                remember=form.remember,
-                error=f"{entry.label} did not accept the sign-in right now: {said}",
-                status=error.http_status,
-            )
-        login = PasswordLogin(email, form.password) if form.remember else None
-        info = self._user_info(provider, token)
-        if not info.email:
-            # Password providers without a user-info endpoint: the login e-mail names the account.
-            info = replace(info, email=email)
-        return self._finish(entry, session, token, info, login=login)
+        with returning_to(session.return_to):
+            entry = self._password_entry(session)
+            self._require_binding(session, binding)
+            email = form.email.strip()
+            problem = _login_problem(email, form.password)
+            if problem:
+                return self._form(entry, session, email=email, remember=form.remember, error=problem, status=400)
+            counted = self._onetime.reserve_login_attempt(session.session_id)
+            if counted is None:
+                self._session(session_id)  # completed or expired meanwhile: say that instead
+                raise LinkUsedUp("too many failed sign-in attempts on this connect link")
+            provider = self._providers(entry.name)
+            try:
+                scopes = list(session.scopes) or None
+                token = provider.password_grant(username=email, password=form.password, scopes=scopes)
+            except InvalidUserCredentials:
+                left = MAX_LOGIN_ATTEMPTS - counted.login_attempts
+                logger.info("wrong login on the connect form", extra={"provider": entry.name, "attempts_left": left})
+                if left <= 0:
+                    raise LinkUsedUp("too many failed sign-in attempts on this connect link") from None
+                return self._form(
+                    entry,
+                    counted,
+                    email=email,
+                    remember=form.remember,
+                    error="The e-mail or password is wrong. Check them and try again.",
+                    status=401,
+                )
+            except (TransientProviderError, AccountProblem) as error:
+                # The provider did not judge the password: the attempt does not count. Worth another
+                # try from the same form (later, or after fixing the account).
+                self._onetime.refund_login_attempt(session.session_id)
+                logger.warning("password grant failed", extra={"provider": entry.name, "error": str(error)})
+                said = without_password(error.message, form.password)
+                return self._form(
+                    entry,
+                    session,
+                    email=email,
+                    remember=form.remember,
+                    error=f"{entry.label} did not accept the sign-in right now: {said}",
+                    status=error.http_status,
+                )
+            login = PasswordLogin(email, form.password) if form.remember else None
+            info = self._user_info(provider, token)
+            if not info.email:
+                # Password providers without a user-info endpoint: the login e-mail names the account.
+                info = replace(info, email=email)
+            return self._finish(entry, session, token, info, login=login)
 
     def password_reset(self, session_id: str, email: str, *, binding: str | None) -> LoginForm:
         """Ask the provider to mail a reset link: at most 3 per link, one a minute. The answer reads
         the same whether or not the address has an account."""
         session = self._session(session_id)
-        entry = self._password_entry(session)
-        self._require_binding(session, binding)
-        email = email.strip()
-        if not _valid_email(email):
-            return self._form(entry, session, email=email, error="Enter your e-mail address first.", status=400)
-        counted = self._onetime.reserve_reset_request(session.session_id)
-        if counted is None:
-            current = self._session(session_id)
-            if current.reset_requests >= MAX_RESET_REQUESTS:
-                error = "No more reset e-mails can be sent from this link. Check your inbox and spam folder."
-            else:
-                error = "A reset e-mail was just requested. Wait a minute before asking for another one."
-            return self._form(entry, current, email=email, error=error, status=429)
-        summary = (
-            f"If {email} belongs to a {entry.label} account, {entry.label} has been asked to e-mail it a link "
-            "to reset the password. Reset it, then sign in here with the new password."
-        )
-        try:
-            message = self._providers(entry.name).request_password_reset(email)
-        except (InvalidInput, InvalidUserCredentials):
-            # An unknown or refused address reads exactly like a known one.
-            return self._form(entry, counted, email=email, notice=summary)
-        except ProviderError as error:
-            logger.warning("password reset refused", extra={"provider": entry.name, "error": str(error)})
-            return self._form(
-                entry,
-                counted,
-                email=email,
-                error=f"{entry.label} could not send a reset e-mail right now. Try again in a minute.",
-                status=error.http_status,
+        with returning_to(session.return_to):
+            entry = self._password_entry(session)
+            self._require_binding(session, binding)
+            email = email.strip()
+            if not _valid_email(email):
+                return self._form(entry, session, email=email, error="Enter your e-mail address first.", status=400)
+            counted = self._onetime.reserve_reset_request(session.session_id)
+            if counted is None:
+                current = self._session(session_id)
+                if current.reset_requests >= MAX_RESET_REQUESTS:
+                    error = "No more reset e-mails can be sent from this link. Check your inbox and spam folder."
+                else:
+                    error = "A reset e-mail was just requested. Wait a minute before asking for another one."
+                return self._form(entry, current, email=email, error=error, status=429)
+            summary = (
+                f"If {email} belongs to a {entry.label} account, {entry.label} has been asked to e-mail it a link "
+                "to reset the password. Reset it, then sign in here with the new password."
             )
-        original = message.strip() or None
-        return self._form(entry, counted, email=email, notice=summary, notice_original=original)
+            try:
+                message = self._providers(entry.name).request_password_reset(email)
+            except (InvalidInput, InvalidUserCredentials):
+                # An unknown or refused address reads exactly like a known one.
+                return self._form(entry, counted, email=email, notice=summary)
+            except ProviderError as error:
+                logger.warning("password reset refused", extra={"provider": entry.name, "error": str(error)})
+                return self._form(
+                    entry,
+                    counted,
+                    email=email,
+                    error=f"{entry.label} could not send a reset e-mail right now. Try again in a minute.",
+                    status=error.http_status,
+                )
+            original = message.strip() or None
+            return self._form(entry, counted, email=email, notice=summary, notice_original=original)
 
     # --- GET /callback/{provider} ----------------------------------------------------------------
 
@@ -460,34 +465,35 @@ class ConnectService:
         pending = self._onetime.consume_state(state)
         if pending is None:
             raise InvalidState("the sign-in state is unknown, expired or already used")
-        if pending.provider != provider:
-            # The state is burned anyway: a state is only ever good for the provider it was made for.
-            logger.warning("state used on another provider's callback", extra={"provider": pending.provider})
-            raise InvalidState("the sign-in answer came back to the wrong place")
-        if not binding or not pending.binding or not hmac.compare_digest(binding_hash(binding), pending.binding):
-            # A forwarded authorize URL: someone else approved in a browser that never opened the link.
-            logger.warning("callback from another browser", extra={"provider": pending.provider})
-            raise BrowserMismatch("the sign-in was started in another browser")
-        code = query.get("code") or ""
-        remember_secret(code)
-        entry = self._catalog.get(pending.provider)
-        error = query.get("error")
-        if error:
-            error_code = _safe_code(error)
-            logger.info("authorization declined", extra={"provider": entry.name, "provider_error": error_code})
-            if error_code == "access_denied":
-                raise AuthorizationDenied(f"{entry.label} did not grant access")
-            kind = CALLBACK_ERROR_KINDS.get(error_code, ProviderError)
-            raise kind(f"{entry.label} reported an error", provider=entry.name, provider_code=error_code)
-        if not code:
-            raise InvalidInput("the sign-in answer has no authorization code", field="code")
-        # The link must still be open: a flow completed in another tab or browser ends it.
-        session = self._session(pending.session_id or "")
-        implementation = self._providers(entry.name)
-        token = implementation.exchange_code(
-            code=code, redirect_uri=pending.redirect_uri, code_verifier=pending.code_verifier
-        )
-        return self._finish(entry, session, token, self._user_info(implementation, token), login=None)
+        with returning_to(pending.return_to):
+            if pending.provider != provider:
+                # The state is burned anyway: a state is only ever good for the provider it was made for.
+                logger.warning("state used on another provider's callback", extra={"provider": pending.provider})
+                raise InvalidState("the sign-in answer came back to the wrong place")
+            if not binding or not pending.binding or not hmac.compare_digest(binding_hash(binding), pending.binding):
+                # A forwarded authorize URL: someone else approved in a browser that never opened the link.
+                logger.warning("callback from another browser", extra={"provider": pending.provider})
+                raise BrowserMismatch("the sign-in was started in another browser")
+            code = query.get("code") or ""
+            remember_secret(code)
+            entry = self._catalog.get(pending.provider)
+            error = query.get("error")
+            if error:
+                error_code = _safe_code(error)
+                logger.info("authorization declined", extra={"provider": entry.name, "provider_error": error_code})
+                if error_code == "access_denied":
+                    raise AuthorizationDenied(f"{entry.label} did not grant access")
+                kind = CALLBACK_ERROR_KINDS.get(error_code, ProviderError)
+                raise kind(f"{entry.label} reported an error", provider=entry.name, provider_code=error_code)
+            if not code:
+                raise InvalidInput("the sign-in answer has no authorization code", field="code")
+            # The link must still be open: a flow completed in another tab or browser ends it.
+            session = self._session(pending.session_id or "")
+            implementation = self._providers(entry.name)
+            token = implementation.exchange_code(
+                code=code, redirect_uri=pending.redirect_uri, code_verifier=pending.code_verifier
+            )
+            return self._finish(entry, session, token, self._user_info(implementation, token), login=None)
 
     # --- POST /connect-sessions/{session_id}/confirm ---------------------------------------------
 
@@ -730,6 +736,17 @@ class ConnectService:
             extra={"provider": key.provider, "connection_id": key.connection_id, "generation": connection.generation},
         )
         return connection
+
+
+@contextmanager
+def returning_to(return_to: str | None) -> Iterator[None]:
+    """Errors raised inside know where the end user came from: their page links back there."""
+    try:
+        yield
+    except TokenBrokerError as error:
+        if return_to and error.return_to is None:
+            error.return_to = return_to
+        raise
 
 
 def _was_connected(connection: Connection | None) -> bool:

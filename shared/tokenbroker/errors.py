@@ -19,6 +19,8 @@ class TokenBrokerError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        # Connect flow: the application's return_to, when known, so an error page can link back.
+        self.return_to: str | None = None
 
 
 # --- caller errors ---------------------------------------------------------------------------

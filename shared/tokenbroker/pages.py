@@ -26,9 +26,6 @@ from typing import TYPE_CHECKING
 from tokenbroker.connect import (
     AuthorizationDenied,
     BrowserMismatch,
-    ConnectSessionExpired,
-    ConnectSessionNotCompleted,
-    EndUserMismatch,
     ForbiddenRequest,
     InvalidState,
     LinkUsedUp,
@@ -36,6 +33,9 @@ from tokenbroker.connect import (
 )
 from tokenbroker.errors import (
     AccountProblem,
+    ConnectSessionExpired,
+    ConnectSessionNotCompleted,
+    EndUserMismatch,
     InvalidInput,
     ProviderConfigurationError,
     ProviderError,
