@@ -15,14 +15,24 @@ invalid_request with 400 (``invalid_request_status``, may be 200). A dead refres
 ``invalid_request`` "Cannot decrypt the refresh token" (< 9) or ``invalid_grant`` 400 with the hint
 "Token has been revoked" / "Token has expired" (>= 9). Refresh rotates: the used refresh token and
 its access token die at once.
+
+PKCE (RFC 7636) as league/oauth2-server does it for every client: an authorize request with
+``code_challenge`` (``code_challenge_method`` S256, or plain when absent) binds the code to it, and
+the exchange then needs the matching ``code_verifier``: none is ``invalid_request`` "Check the
+`code_verifier` parameter", a wrong one ``invalid_grant`` "Failed to verify `code_verifier`.". A
+failed check does not use the code up (league revokes a code only after issuing tokens;
+``burn_code_on_failed_pkce`` changes that). Without a challenge nothing changes, except that a
+verifier sent anyway is refused (league >= 8.4 blocks that PKCE downgrade).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
 import re
 import secrets
-from base64 import b64decode
+from base64 import b64decode, urlsafe_b64encode
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -62,6 +72,14 @@ INVALID_REQUEST = (
 INVALID_REFRESH = "The refresh token is invalid."
 ACCESS_DENIED = "The resource owner or authorization server denied the request."
 UNSUPPORTED_GRANT = "The authorization grant type is not supported by the authorization server."
+INVALID_GRANT = (
+    "The provided authorization grant (e.g., authorization code, resource owner credentials) or refresh token "
+    "is invalid, expired, revoked, does not match the redirection URI used in the authorization request, "
+    "or was issued to another client."
+)
+# league checks both the challenge and the verifier against RFC 7636's alphabet and length.
+_PKCE_VALUE = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+PKCE_METHODS = ("S256", "plain")
 _ACCOUNT_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -76,6 +94,7 @@ class WorksectionKnobs(SandboxKnobs):
     # {account}: the chosen account; {url}: this sandbox's root URL; {port}: its port.
     account_url_template: str = "https://{account}.worksection.com"
     redirect_uris: tuple[str, ...] | None = None  # None accepts any redirect URI
+    burn_code_on_failed_pkce: bool = False  # league keeps the code; True: one wrong verifier kills it
 
 
 @dataclass(slots=True)
@@ -97,6 +116,8 @@ class AuthCode:
     scopes: tuple[str, ...]
     expires_at: float
     used: bool = False
+    code_challenge: str | None = None
+    code_challenge_method: str | None = None
 
 
 @dataclass(slots=True)
@@ -231,7 +252,7 @@ class WorksectionSandbox(SandboxServer):
 
     # --- authorize -----------------------------------------------------------------------------
 
-    def _authorize(self, request: Request) -> Response:
+    def _authorize(self, request: Request) -> Response:  # noqa: PLR0911 (one early return per error)
         params: MultiDict[str, str] = request.args if request.method == "GET" else request.form
         client_id = params.get("client_id", "")
         with self._lock:
@@ -251,6 +272,14 @@ class WorksectionSandbox(SandboxServer):
         carried = {"client_id": client_id, "response_type": "code", "redirect_uri": redirect_uri, "scope": scope}
         if state is not None:
             carried["state"] = state
+        challenge = params.get("code_challenge")
+        if challenge is not None:
+            # league's default method and checks; its invalid_request here is an error answer, not a redirect.
+            method = params.get("code_challenge_method") or "plain"
+            problem = _challenge_problem(challenge, method)
+            if problem is not None:
+                return consent_pages.error_page(problem, 400)
+            carried.update(code_challenge=challenge, code_challenge_method=method)
         if request.method == "GET":
             return consent_pages.login_page(client_name=self.client_name, params=carried, scopes=scopes)
         return self._decide(request.form, carried, scopes)
@@ -295,6 +324,8 @@ class WorksectionSandbox(SandboxServer):
                 account=account,
                 scopes=scopes,
                 expires_at=now + self.knobs.code_ttl,
+                code_challenge=carried.get("code_challenge"),
+                code_challenge_method=carried.get("code_challenge_method"),
             )
         return _redirect(redirect_uri, code=code, state=state)
 
@@ -331,11 +362,30 @@ class WorksectionSandbox(SandboxServer):
                 return self._invalid_request("Authorization code was not issued to this client")
             if record.redirect_uri != form.get("redirect_uri"):
                 return self._invalid_request("Invalid redirect URI")
+            pkce_failure = self._pkce_failure(record, form.get("code_verifier"))
+            if pkce_failure is not None:
+                if self.knobs.burn_code_on_failed_pkce:
+                    record.used = True
+                return pkce_failure
             record.used = True
             user = self.users[record.email.lower()]
             body = self._grant(user, client_id, record.account, record.scopes, with_account_url=True)
             self.outcomes.add("authorization_code")
         return json_response(body)
+
+    def _pkce_failure(self, record: AuthCode, verifier: str | None) -> Response | None:
+        """league's checks, in its order; None when the exchange may go on."""
+        if record.code_challenge is None:
+            if verifier is not None:
+                return self._invalid_request("code_verifier received when no code_challenge is present")
+            return None
+        if verifier is None:
+            return self._invalid_request("Check the `code_verifier` parameter")
+        if not _PKCE_VALUE.fullmatch(verifier):
+            return self._invalid_request("Code Verifier must follow the specifications of RFC-7636.")
+        if not _verifier_matches(verifier, record.code_challenge, record.code_challenge_method or "plain"):
+            return self._error("invalid_grant", INVALID_GRANT, "Failed to verify `code_verifier`.", 400)
+        return None
 
     def _refresh(self, request: Request) -> Response:
         client_id = self._authenticated_client(request)
@@ -514,6 +564,23 @@ class WorksectionSandbox(SandboxServer):
             TokenState.EXPIRED: "Token has expired",
         }.get(state, "Cannot decrypt the refresh token")
         return self._refresh_error(hint)
+
+
+def _challenge_problem(challenge: str, method: str) -> str | None:
+    if method not in PKCE_METHODS:
+        return "Code challenge method must be one of `S256`, `plain`"
+    if not _PKCE_VALUE.fullmatch(challenge):
+        return "Code challenge must follow the specifications of RFC-7636."
+    return None
+
+
+def _verifier_matches(verifier: str, challenge: str, method: str) -> bool:
+    if method == "S256":
+        digest = hashlib.sha256(verifier.encode("ascii")).digest()
+        expected = urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    else:
+        expected = verifier
+    return hmac.compare_digest(expected, challenge)
 
 
 def _redirect(redirect_uri: str, **params: str | None) -> Response:

@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _key_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("provider", help="e.g. worksection, workly")
-    parser.add_argument("connection_id", help="your id for the connection, [A-Za-z0-9._-]{1,128}")
+    parser.add_argument("connection_id", help="your id for the connection, [A-Za-z0-9._-]{1,128}, not '.' or '..'")
 
 
 # --- commands ------------------------------------------------------------------------------------

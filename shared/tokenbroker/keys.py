@@ -8,14 +8,23 @@ from dataclasses import dataclass
 from tokenbroker.errors import InvalidInput
 
 CONNECTION_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# The pattern admits them, but "." and ".." are path segments: in a secret name or a route ARN
+# (tokenbroker/<stage>/<provider>/..) they would point at a different resource.
+DOT_SEGMENTS = frozenset({".", ".."})
 PROVIDER_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 # tokenbroker/<stage>/apps/<provider> holds app credentials: no provider may share that prefix.
 RESERVED_PROVIDER_NAMES = frozenset({"apps"})
 
 
 def validate_connection_id(value: object) -> str:
+    """``value`` when it is a usable connection id, else InvalidInput (HTTP 400)."""
     if not isinstance(value, str) or not CONNECTION_ID_PATTERN.fullmatch(value):
         raise InvalidInput("connection_id must match [A-Za-z0-9._-]{1,128}", field="connection_id")
+    if value in DOT_SEGMENTS:
+        raise InvalidInput(
+            "connection_id must not be '.' or '..' (it becomes part of a secret name and an IAM ARN)",
+            field="connection_id",
+        )
     return value
 
 

@@ -5,15 +5,23 @@ A return URL is an open-redirect vector, so it is parsed strictly by hand rather
 host name without userinfo, an optional numeric port, and only URL characters (no whitespace,
 controls, backslashes or non-ASCII, so no IDN look-alikes; callers punycode-encode themselves).
 A URL matches a prefix when scheme, host and port are equal and its path starts with the
-prefix's path on a ``/`` boundary. Dot segments are refused so ``/app/../admin`` cannot escape.
+prefix's path on a ``/`` boundary.
+
+The prefix check compares the path as written, but the application behind it may decode and
+normalise it first, so each path segment is also read the ways such servers read it: percent-decoded
+once and again (``%252e`` -> ``%2e`` -> ``.``), NFKC-folded (full-width dots), and with ``;`` path
+parameters dropped (Tomcat and Spring read ``..;x`` as ``..``). A segment that any of these readings
+turns into ``.`` or ``..``, a ``/``, a backslash, NUL or other control character, invalid UTF-8 (overlong
+dots) or an IIS ``%u`` escape is refused, so ``/app/..;/admin`` cannot escape ``/app``.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote_plus, urlencode
+from urllib.parse import unquote_plus, unquote_to_bytes, urlencode
 
 from tokenbroker.errors import InvalidInput
 
@@ -30,10 +38,12 @@ _URL = re.compile(
     r"(?P<path>/[^?#]*)?(?P<query>\?[^#]*)?(?P<fragment>#.*)?",
     re.IGNORECASE,
 )
-# A path segment that is "." or ".." once percent-decoding of dots is taken into account.
-_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
-# Encoded separators that a later decoder might turn into a path or authority break.
-_ENCODED_SEPARATOR = re.compile(r"%(?:2f|5c|00)", re.IGNORECASE)
+# Characters that, once a server has decoded a segment, would break it into a path or authority.
+_SEPARATOR_OR_CONTROL = re.compile(r"[/\\\x00-\x1f\x7f]")
+# IIS decodes %u002e as "."; no legitimate return URL needs it at any decoding depth.
+_IIS_ESCAPE = re.compile(r"%u[0-9a-f]{4}", re.IGNORECASE)
+# Deeper nesting than this is not an honest URL; refusing it bounds the work.
+_MAX_DECODE_ROUNDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,10 +82,33 @@ def parse_strict(url: str, *, what: str = "return_to") -> ParsedUrl:
     if not 0 < port < 65536:
         raise refuse("has an invalid port")
     path = match["path"] or "/"
-    if _DOT_SEGMENT.search(path) or _ENCODED_SEPARATOR.search(path):
+    if not all(_segment_is_plain(segment) for segment in path.split("/")):
         raise refuse("must not contain dot segments or encoded separators")
     rest = (match["query"] or "") + (match["fragment"] or "")
     return ParsedUrl(scheme=scheme, host=match["host"].lower(), port=port, path=path, rest=rest)
+
+
+def _segment_is_plain(segment: str) -> bool:
+    """False when a server that decodes or normalises ``segment`` could read a dot segment or a
+    separator in it (see the module docstring); True when every reading is an ordinary name."""
+    current = segment
+    for _ in range(_MAX_DECODE_ROUNDS + 1):
+        if _IIS_ESCAPE.search(current):
+            return False
+        folded = unicodedata.normalize("NFKC", current)  # full-width and other compatibility dots
+        if _SEPARATOR_OR_CONTROL.search(folded):
+            return False
+        # Servlet containers drop ";parameters" before resolving dot segments; some trim spaces.
+        if folded.split(";", 1)[0].strip() in (".", ".."):
+            return False
+        try:
+            decoded = unquote_to_bytes(current).decode("utf-8")  # strict: overlong dots fail here
+        except UnicodeDecodeError:
+            return False
+        if decoded == current:
+            return True
+        current = decoded
+    return False
 
 
 def _path_within(path: str, prefix: str) -> bool:

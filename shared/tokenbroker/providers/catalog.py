@@ -93,7 +93,8 @@ class CatalogEntry:
     scope_separator: str = " "
     default_scopes: tuple[str, ...] = ()
     authorize_params: Mapping[str, str] = field(default_factory=dict)
-    pkce: bool = False
+    # None: on for authorization_code (RFC 9700 section 2.1.1), off otherwise; resolved in __post_init__.
+    pkce: bool | None = None
     client_auth: ClientAuth = ClientAuth.BODY
     access_token_ttl: int = DEFAULT_ACCESS_TOKEN_TTL
     refresh_token_ttl: int | None = None  # None: unknown, no estimate
@@ -118,6 +119,8 @@ class CatalogEntry:
         self._set("client_auth", _enum(ClientAuth, self.client_auth, self._fail, "client_auth"))
         self._resolve_urls()
         self._check_values()
+        if self.pkce is None:
+            self._set("pkce", self.auth_mode is AuthMode.AUTHORIZATION_CODE)
         if self.kind is ProviderKind.WORKSECTION and not self.account_url_domains:
             self._set("account_url_domains", ("worksection.com",))
 

@@ -48,7 +48,9 @@ def test_full_flow_redirects_back_with_the_connection(harness: Harness) -> None:
     assert params["client_id"] == [h.worksection.client_id]
     assert params["response_type"] == ["code"]
     assert len(params["state"][0]) >= 22  # >= 128 bits of URL-safe base64
-    assert "code_challenge" not in params  # the catalog says pkce: false for Worksection
+    # PKCE is on for Worksection: the callback's exchange below only succeeds with the verifier.
+    assert params["code_challenge_method"] == ["S256"]
+    assert len(params["code_challenge"][0]) == 43
 
     callback = sign_in(h, authorize)
     assert callback.startswith(f"{PUBLIC_BASE_URL}/callback/worksection?")
@@ -210,6 +212,28 @@ def test_a_code_the_provider_refuses_shows_a_provider_error(harness: Harness) ->
     assert_nothing_stored(h)
     # The state is spent even though the exchange failed.
     assert h.get(callback).status == 400
+
+
+def test_an_injected_code_is_refused_and_the_victims_flow_still_completes(harness: Harness) -> None:
+    """RFC 9700 section 4.5: an attacker pastes a victim's leaked code into their own callback."""
+    h = harness
+    victim_callback = sign_in(h, start(h))
+    victim = {k: v[0] for k, v in parse_qs(urlsplit(victim_callback).query).items()}
+    attacker_key = ConnectionKey("worksection", "mallory-1")
+    attacker_authorize = h.get(h.link("worksection", attacker_key.connection_id))
+    attacker_state = parse_qs(urlsplit(attacker_authorize.location).query)["state"][0]
+
+    injected = h.get("/callback/worksection?" + urlencode({"code": victim["code"], "state": attacker_state}))
+    assert injected.status == 502  # the provider refused: the attacker's verifier is not the victim's
+    assert h.worksection.calls["token"] == 1
+    assert h.worksection.outcomes["authorization_code"] == 0
+    assert_nothing_stored(h, attacker_key)
+    assert_nothing_stored(h)
+
+    # league keeps a code whose verifier check failed: the victim's own callback still works.
+    assert h.get(victim_callback).status == 200
+    assert h.tokens.get(KEY).metadata["user_email"] == WS_EMAIL
+    assert h.connections.get(attacker_key) is None
 
 
 def test_access_denied_shows_a_page_and_burns_the_state(harness: Harness) -> None:

@@ -4,6 +4,7 @@ code exchange, user info, rotation that kills both old tokens, HTTP-200 errors a
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -18,7 +19,7 @@ from tokenbroker.errors import (
     TransientProviderError,
 )
 from tokenbroker.http import HttpClient
-from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
+from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider, new_pkce_pair
 from tokenbroker.tokens import TokenSet
 
 from infra.sandboxes import WorksectionSandbox, submit_consent, write_catalog_file
@@ -48,24 +49,37 @@ def provider(tmp_path: Path, worksection: WorksectionSandbox, http: HttpClient, 
     return make_provider(tmp_path, worksection, http, clock)[1]
 
 
+@dataclass(frozen=True)
+class Authorized:
+    """What the callback receives (the code) and what only the flow's starter holds (the verifier)."""
+
+    code: str
+    verifier: str = field(repr=False)
+
+
 def authorize(
     provider: Provider,
     email: str = "bob@example.com",
     password: str = "bob-password-1",
     account: str | None = None,
-) -> str:
-    """The end user's part: open the authorize URL, sign in, approve; returns the code."""
-    url = provider.authorization_url(state="state-xyz", redirect_uri=REDIRECT_URI)
+) -> Authorized:
+    """The end user's part: open the authorize URL (with a PKCE challenge), sign in, approve."""
+    verifier, challenge = new_pkce_pair()
+    url = provider.authorization_url(state="state-xyz", redirect_uri=REDIRECT_URI, code_challenge=challenge)
     with requests.Session() as browser:
         location = submit_consent(browser, url, email=email, password=password, account=account)
     assert location.startswith(REDIRECT_URI + "?")
     query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
     assert query["state"] == "state-xyz"
-    return query["code"]
+    return Authorized(query["code"], verifier)
+
+
+def redeem(provider: Provider, authorized: Authorized) -> TokenSet:
+    return provider.exchange_code(code=authorized.code, redirect_uri=REDIRECT_URI, code_verifier=authorized.verifier)
 
 
 def connect(provider: Provider, **login: str) -> TokenSet:
-    return provider.exchange_code(code=authorize(provider, **login), redirect_uri=REDIRECT_URI)
+    return redeem(provider, authorize(provider, **login))
 
 
 def api_status(sandbox: WorksectionSandbox, token: TokenSet) -> int:
@@ -74,12 +88,14 @@ def api_status(sandbox: WorksectionSandbox, token: TokenSet) -> int:
 
 
 def test_authorization_url_targets_the_sandbox(provider: Provider, worksection: WorksectionSandbox) -> None:
-    url = provider.authorization_url(state="s1", redirect_uri=REDIRECT_URI)
+    _, challenge = new_pkce_pair()
+    url = provider.authorization_url(state="s1", redirect_uri=REDIRECT_URI, code_challenge=challenge)
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == worksection.authorize_url
     query = parse_qs(parts.query)
     assert query["client_id"] == [worksection.client_id]
     assert query["scope"] == ["projects_read,tasks_read,users_read"]
+    assert query["code_challenge"] == [challenge] and query["code_challenge_method"] == ["S256"]
     assert requests.get(url, timeout=5).status_code == 200  # the sandbox accepts every default scope
 
 
@@ -148,12 +164,42 @@ def test_account_url_on_the_sandbox_origin(
 
 
 def test_code_reuse_needs_reauthorization(provider: Provider) -> None:
-    code = authorize(provider)
-    provider.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+    authorized = authorize(provider)
+    redeem(provider, authorized)
     with pytest.raises(ReauthorizationRequired) as caught:
-        provider.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+        redeem(provider, authorized)
     assert caught.value.provider_code == "invalid_request"
-    assert code not in str(caught.value)
+    assert authorized.code not in str(caught.value)
+
+
+def test_an_injected_code_is_useless_without_its_verifier(provider: Provider, worksection: WorksectionSandbox) -> None:
+    """RFC 9700 section 4.5: the code leaks, the attacker replays it with their own (or no) verifier."""
+    victim = authorize(provider)
+    attacker = authorize(provider, email="carol@example.com", password="carol-password-1", account="alpha")
+    with pytest.raises(ReauthorizationRequired) as caught:
+        provider.exchange_code(code=victim.code, redirect_uri=REDIRECT_URI, code_verifier=attacker.verifier)
+    assert caught.value.provider_code == "invalid_grant"
+    assert victim.code not in str(caught.value) and attacker.verifier not in str(caught.value)
+    with pytest.raises(ProviderError):
+        provider.exchange_code(code=victim.code, redirect_uri=REDIRECT_URI)
+    assert worksection.outcomes["authorization_code"] == 0
+    assert redeem(provider, victim).extra == {"account_url": "https://acme.worksection.com"}
+
+
+def test_pkce_off_in_the_catalog_sends_no_challenge(
+    tmp_path: Path, worksection: WorksectionSandbox, http: HttpClient, clock: ManualClock
+) -> None:
+    catalog, _ = make_provider(tmp_path, worksection, http, clock)
+    entry = catalog.merged_with({"worksection": {"pkce": False}}).get("worksection")
+    credentials = entry.default_credentials()
+    assert credentials is not None
+    plain = build_provider(entry, credentials, http=http, clock=clock)
+    url = plain.authorization_url(state="state-xyz", redirect_uri=REDIRECT_URI)
+    assert "code_challenge" not in parse_qs(urlsplit(url).query)
+    with requests.Session() as browser:
+        location = submit_consent(browser, url, email="bob@example.com", password="bob-password-1")
+    code = parse_qs(urlsplit(location).query)["code"][0]
+    assert plain.exchange_code(code=code, redirect_uri=REDIRECT_URI).access_token
 
 
 @pytest.mark.parametrize("status", [200, 400])
@@ -161,10 +207,10 @@ def test_code_errors_with_any_status(
     provider: Provider, worksection: WorksectionSandbox, clock: ManualClock, status: int
 ) -> None:
     worksection.knobs.invalid_request_status = status
-    code = authorize(provider)
+    authorized = authorize(provider)
     clock.advance(601)
     with pytest.raises(ReauthorizationRequired) as caught:
-        provider.exchange_code(code=code, redirect_uri=REDIRECT_URI)
+        redeem(provider, authorized)
     assert caught.value.status == status
 
 

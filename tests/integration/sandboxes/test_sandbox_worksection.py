@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import pytest
 import requests
 from tokenbroker.clock import ManualClock
+from tokenbroker.providers import new_pkce_pair
 
 from infra.sandboxes import ConsentFailed, WorksectionSandbox, parse_forms, submit_consent
 
@@ -37,9 +38,11 @@ def get_code(
     email: str = "bob@example.com",
     password: str = "bob-password-1",
     account: str | None = None,
+    **authorize_params: str,
 ) -> str:
+    url = authorize_url(sandbox, **authorize_params)
     with requests.Session() as session:
-        location = submit_consent(session, authorize_url(sandbox), email=email, password=password, account=account)
+        location = submit_consent(session, url, email=email, password=password, account=account)
     assert location.startswith(REDIRECT_URI + "?")
     query = query_of(location)
     assert query["state"] == "state-123"
@@ -233,6 +236,127 @@ def test_account_choice_is_required_and_checked(worksection: WorksectionSandbox)
             password="carol-password-1",
             account="gamma",
         )
+
+
+# --- PKCE, as league/oauth2-server checks it ---------------------------------------------------------
+
+# RFC 7636 Appendix B: computed independently of tokenbroker's own pkce_challenge.
+RFC_VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+RFC_CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+OTHER_VERIFIER = "x" * 43  # well-formed, but not the one behind RFC_CHALLENGE
+S256 = {"code_challenge": RFC_CHALLENGE, "code_challenge_method": "S256"}
+LEAGUE_INVALID_GRANT = (
+    "The provided authorization grant (e.g., authorization code, resource owner credentials) or refresh token "
+    "is invalid, expired, revoked, does not match the redirection URI used in the authorization request, "
+    "or was issued to another client."
+)
+
+
+def test_injected_code_without_the_verifier_is_refused(worksection: WorksectionSandbox) -> None:
+    """RFC 9700 section 4.5: a leaked code replayed by someone who lacks the verifier gets nothing."""
+    code = get_code(worksection, **S256)
+    missing = exchange(worksection, code)
+    assert missing.status_code == 400
+    assert missing.json() == {"error": "invalid_request", "errorDescription": "Check the `code_verifier` parameter"}
+    wrong = exchange(worksection, code, code_verifier=OTHER_VERIFIER)
+    assert wrong.status_code == 400
+    assert wrong.json() == {"error": "invalid_grant", "errorDescription": "Failed to verify `code_verifier`."}
+    malformed = exchange(worksection, code, code_verifier="too-short")
+    assert malformed.json() == {
+        "error": "invalid_request",
+        "errorDescription": "Code Verifier must follow the specifications of RFC-7636.",
+    }
+    assert worksection.outcomes["authorization_code"] == 0
+    # league revokes a code only once it has issued tokens: the rightful client still gets through.
+    good = exchange(worksection, code, code_verifier=RFC_VERIFIER)
+    assert good.status_code == 200, good.text
+    assert "access_token" in good.json()
+    assert worksection.outcomes["authorization_code"] == 1
+    assert exchange(worksection, code, code_verifier=RFC_VERIFIER).json()["errorDescription"] == (
+        "Authorization code has been revoked"
+    )
+
+
+def test_a_verifier_for_another_flow_does_not_redeem_the_code(worksection: WorksectionSandbox) -> None:
+    verifier, challenge = new_pkce_pair()
+    ours = get_code(worksection, code_challenge=challenge, code_challenge_method="S256")
+    theirs = get_code(worksection, **S256)
+    # The attacker holds a valid (verifier, code) pair of their own flow and our leaked code.
+    assert exchange(worksection, ours, code_verifier=RFC_VERIFIER).json()["error"] == "invalid_grant"
+    assert exchange(worksection, theirs, code_verifier=verifier).json()["error"] == "invalid_grant"
+    assert exchange(worksection, ours, code_verifier=verifier).status_code == 200
+
+
+def test_wrong_verifier_in_the_league_9_dialect(worksection: WorksectionSandbox) -> None:
+    worksection.knobs.league_version = 9
+    response = exchange(worksection, get_code(worksection, **S256), code_verifier=OTHER_VERIFIER)
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": "invalid_grant",
+        "error_description": LEAGUE_INVALID_GRANT,
+        "message": LEAGUE_INVALID_GRANT,
+        "hint": "Failed to verify `code_verifier`.",
+    }
+
+
+def test_missing_verifier_follows_the_invalid_request_status_knob(worksection: WorksectionSandbox) -> None:
+    worksection.knobs.invalid_request_status = 200
+    response = exchange(worksection, get_code(worksection, **S256))
+    assert response.status_code == 200
+    assert response.json()["errorDescription"] == "Check the `code_verifier` parameter"
+    assert "access_token" not in response.json()
+
+
+def test_plain_challenge_and_the_default_method(worksection: WorksectionSandbox) -> None:
+    plain = "p" * 50
+    explicit = get_code(worksection, code_challenge=plain, code_challenge_method="plain")
+    assert exchange(worksection, explicit, code_verifier=RFC_VERIFIER).json()["error"] == "invalid_grant"
+    assert exchange(worksection, explicit, code_verifier=plain).status_code == 200
+    # league reads a challenge without a method as plain: S256's verifier does not match it.
+    implicit = get_code(worksection, code_challenge=RFC_CHALLENGE)
+    assert exchange(worksection, implicit, code_verifier=RFC_VERIFIER).json()["error"] == "invalid_grant"
+    assert exchange(worksection, implicit, code_verifier=RFC_CHALLENGE).status_code == 200
+
+
+def test_the_challenge_survives_the_account_choice(worksection: WorksectionSandbox) -> None:
+    code = get_code(worksection, "carol@example.com", "carol-password-1", account="beta", **S256)
+    assert exchange(worksection, code).json()["errorDescription"] == "Check the `code_verifier` parameter"
+    body = exchange(worksection, code, code_verifier=RFC_VERIFIER).json()
+    assert body["account_url"] == "https://beta.worksection.com"
+
+
+def test_without_a_challenge_nothing_changes(worksection: WorksectionSandbox) -> None:
+    assert exchange(worksection, get_code(worksection)).status_code == 200
+    # ...except that a stray verifier is refused (league >= 8.4 blocks this PKCE downgrade).
+    stray = exchange(worksection, get_code(worksection), code_verifier=RFC_VERIFIER)
+    assert stray.json() == {
+        "error": "invalid_request",
+        "errorDescription": "code_verifier received when no code_challenge is present",
+    }
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"code_challenge": RFC_CHALLENGE, "code_challenge_method": "S512"}, "must be one of `S256`, `plain`"),
+        ({"code_challenge": "short", "code_challenge_method": "S256"}, "specifications of RFC-7636"),
+    ],
+)
+def test_bad_challenges_get_an_error_page(
+    worksection: WorksectionSandbox, params: dict[str, str], message: str
+) -> None:
+    response = requests.get(authorize_url(worksection, **params), timeout=5, allow_redirects=False)
+    assert response.status_code == 400 and "Location" not in response.headers
+    _, alerts = parse_forms(response.text)
+    assert alerts and message in alerts[0]
+
+
+def test_burn_code_on_failed_pkce_knob(worksection: WorksectionSandbox) -> None:
+    worksection.knobs.burn_code_on_failed_pkce = True
+    code = get_code(worksection, **S256)
+    assert exchange(worksection, code, code_verifier=OTHER_VERIFIER).json()["error"] == "invalid_grant"
+    again = exchange(worksection, code, code_verifier=RFC_VERIFIER)
+    assert again.json()["errorDescription"] == "Authorization code has been revoked"
 
 
 # --- code exchange -----------------------------------------------------------------------------

@@ -421,6 +421,8 @@ def test_create_session_returns_a_link_on_the_public_base_url(world: World) -> N
         (("workly", "a/b"), InvalidInput),
         (("workly", ""), InvalidInput),
         (("workly", "x" * 129), InvalidInput),
+        (("workly", ".."), InvalidInput),
+        (("workly", "."), InvalidInput),
         (("machine", "a"), UnsupportedOperation),
     ],
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -88,6 +90,82 @@ REFUSED = [
     "http://localhost:8081/cb/",
     "http://localhost:8080/c",
 ]
+
+
+# The prefix of GitHub issue 13, and paths under it that servers decode or normalise into something
+# else. Each one was accepted before segments were read the way Tomcat, Spring or IIS read them.
+DONE = ReturnUrlPolicy(["https://app.example.com/done"])
+
+DONE_ALLOWED = [
+    "https://app.example.com/done/step-2?x=1",
+    "https://app.example.com/done",
+    "https://app.example.com/done/.well-known/x",  # starts with a dot, but is a name
+    "https://app.example.com/done/v1.2..3/a...b",
+    "https://app.example.com/done/step;v=1/x",  # path parameters on an ordinary segment
+    "https://app.example.com/done/%7Euser/caf%C3%A9",  # decodes to ordinary UTF-8 names
+    "https://app.example.com/done/100%25",  # a literal percent sign
+    "https://app.example.com/done/a%2520b",  # double-encoded space: still a name
+    "https://app.example.com/done/x?next=/../../admin",  # the query is not a path
+]
+
+DONE_REFUSED = [
+    "https://app.example.com/done/..;/x",  # Tomcat/Spring: "..;" is ".."
+    "https://app.example.com/done/..;jsessionid=abc/x",
+    "https://app.example.com/done/..;",
+    "https://app.example.com/done/.;x/y",
+    "https://app.example.com/done/%2e%2e;/x",
+    "https://app.example.com/done/..%3b/x",  # the ";" itself encoded
+    "https://app.example.com/done/%252e%252e/x",  # double-encoded ".."
+    "https://app.example.com/done/%252E%252E",
+    "https://app.example.com/done/%252e/x",  # double-encoded "."
+    "https://app.example.com/done/.%252e/x",  # mixed levels
+    "https://app.example.com/done/%25252e%25252e/x",  # triple-encoded
+    "https://app.example.com/done/%252e%252e%253b/x",
+    "https://app.example.com/done/%c0%ae%c0%ae/x",  # overlong UTF-8 dots (old Java, IIS)
+    "https://app.example.com/done/%EF%BC%8E%EF%BC%8E/x",  # full-width dots, NFKC-folded to ".."
+    "https://app.example.com/done/..%20/x",  # a trailing space some servers trim
+    "https://app.example.com/done/x%252f..%252fadmin",  # double-encoded "/"
+    "https://app.example.com/done/x%255c..%255cadmin",  # double-encoded "\\"
+    "https://app.example.com/done/x%25252f..",  # triple-encoded "/"
+    "https://app.example.com/done/x%2500",  # double-encoded NUL
+    "https://app.example.com/done/%EF%BC%8Fadmin",  # full-width "/"
+    "https://app.example.com/done/%25u002e%25u002e/x",  # IIS %u escape, once encoded
+    "https://app.example.com/done/x%0a",  # control characters once decoded
+    "https://app.example.com/done/%" + "25" * 8 + "2e",  # "." encoded 9 times: deeper than any honest URL
+]
+
+
+@pytest.mark.parametrize("url", DONE_ALLOWED)
+def test_ordinary_paths_under_the_prefix_are_allowed(url: str) -> None:
+    assert DONE.check(url) == url
+
+
+@pytest.mark.parametrize("url", DONE_REFUSED)
+def test_segments_that_decode_or_normalise_to_dots_or_separators_are_refused(url: str) -> None:
+    with pytest.raises(InvalidInput) as raised:
+        DONE.check(url)
+    assert "dot segments or encoded separators" in raised.value.message
+    assert url not in raised.value.message
+
+
+def fully_decoded_segments(path: str) -> list[str]:
+    """Decode until nothing changes, as a server decoding over and over would, then split."""
+    for _ in range(20):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    return [segment.split(";", 1)[0] for segment in path.split("/")]
+
+
+@given(st.text(alphabet=[".", "%", "2", "5", "e", "E", "f", "3", "b", "B", ";", "/", "a"], max_size=24))
+def test_nothing_accepted_decodes_to_a_dot_segment(tail: str) -> None:
+    url = "https://app.example.com/done/" + tail
+    try:
+        DONE.check(url)
+    except InvalidInput:
+        return
+    assert not {".", ".."} & set(fully_decoded_segments("/done/" + tail))
 
 
 @pytest.mark.parametrize("url", ALLOWED)

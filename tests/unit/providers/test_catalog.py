@@ -35,6 +35,7 @@ def test_workly_entry(catalog: Catalog) -> None:
     assert workly.access_token_ttl == 30 * 86_400
     assert workly.refresh_token_ttl == 60 * 86_400
     assert workly.rotates_refresh_token is True
+    assert workly.pkce is False  # a password grant has no code to protect
     defaults = workly.default_credentials()
     assert defaults is not None and defaults.client_id == "6779ef20e75817b79602"
     assert defaults.client_secret == ""  # not in our material: configuration must supply it
@@ -52,6 +53,8 @@ def test_worksection_entry(catalog: Catalog) -> None:
     assert worksection.access_token_ttl == 86_400
     assert worksection.default_credentials() is None
     assert worksection.label == "Worksection"
+    # league/oauth2-server checks a code_verifier whenever a challenge was sent: PKCE on.
+    assert worksection.pkce is True
 
 
 def test_unknown_provider_raises_unknown_provider(catalog: Catalog) -> None:
@@ -159,6 +162,33 @@ def test_direct_construction_resolves_templates_and_defaults() -> None:
     assert entry.auth_mode is AuthMode.AUTHORIZATION_CODE
     assert entry.access_token_ttl == 3600
     assert entry.with_base_url("http://127.0.0.1:9001/o").refresh_url == "http://127.0.0.1:9001/o/token/"
+
+
+def test_pkce_is_on_by_default_for_authorization_code_only() -> None:
+    code_flow = CatalogEntry(name="peer", token_url="https://p.test/token", authorize_url="https://p.test/auth")
+    assert code_flow.pkce is True
+    password = CatalogEntry(name="pw", token_url="https://p.test/token", auth_mode=AuthMode.PASSWORD)
+    assert password.pkce is False
+    service = CatalogEntry(name="svc", token_url="https://p.test/token", auth_mode=AuthMode.CLIENT_CREDENTIALS)
+    assert service.pkce is False
+    assert code_flow.with_base_url("https://q.test").pkce is True
+
+
+def test_an_entry_turns_pkce_off_and_null_restores_the_default(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "providers:\n"
+        "  worksection:\n"
+        "    pkce: false\n"
+        "  acme:\n"
+        "    authorize_url: https://id.acme.test/authorize\n"
+        "    token_url: https://id.acme.test/token\n",
+    )
+    catalog = Catalog.load(path, environ={})
+    assert catalog.get("worksection").pkce is False
+    assert catalog.get("acme").pkce is True  # a new entry that says nothing gets PKCE
+    restored = catalog.merged_with({"worksection": {"pkce": None}})
+    assert restored.get("worksection").pkce is True
 
 
 @pytest.mark.parametrize(

@@ -194,8 +194,12 @@ def test_worksection_user_info(
 
 def test_worksection_authorization_url(catalog: Catalog, credentials: AppCredentials, http: HttpClient) -> None:
     provider = build_provider(catalog.get("worksection"), credentials, http=http)
+    _, challenge = new_pkce_pair()
     url = provider.authorization_url(
-        state="st4te", redirect_uri="https://broker.test/callback/worksection", scopes=["projects_read", "tasks_write"]
+        state="st4te",
+        redirect_uri="https://broker.test/callback/worksection",
+        scopes=["projects_read", "tasks_write"],
+        code_challenge=challenge,
     )
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc, parts.path) == ("https", "worksection.com", "/oauth2/authorize")
@@ -205,11 +209,24 @@ def test_worksection_authorization_url(catalog: Catalog, credentials: AppCredent
         "redirect_uri": ["https://broker.test/callback/worksection"],
         "state": ["st4te"],
         "scope": ["projects_read,tasks_write"],
+        "code_challenge": [challenge],
+        "code_challenge_method": ["S256"],
     }
-    default = parse_qs(urlsplit(provider.authorization_url(state="s", redirect_uri="https://b.test/cb")).query)
+    default = parse_qs(
+        urlsplit(
+            provider.authorization_url(state="s", redirect_uri="https://b.test/cb", code_challenge=challenge)
+        ).query
+    )
     assert default["scope"] == ["projects_read,tasks_read,users_read"]
-    none = parse_qs(urlsplit(provider.authorization_url(state="s", redirect_uri="https://b.test/cb", scopes=[])).query)
+    none = parse_qs(
+        urlsplit(
+            provider.authorization_url(state="s", redirect_uri="https://b.test/cb", scopes=[], code_challenge=challenge)
+        ).query
+    )
     assert "scope" not in none
+    # PKCE is on for Worksection by default: an authorize URL without a challenge is a bug.
+    with pytest.raises(ValueError, match="PKCE"):
+        provider.authorization_url(state="s", redirect_uri="https://b.test/cb")
 
 
 def test_worksection_has_no_password_grant(catalog: Catalog, credentials: AppCredentials, http: HttpClient) -> None:

@@ -183,7 +183,14 @@ def test_a_bad_min_ttl_is_400(handler: ModuleType, min_ttl: str) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/tokens/Worksection/acme-1", "/tokens/worksection/acme%201", "/tokens/worksection/" + "a" * 129],
+    [
+        "/tokens/Worksection/acme-1",
+        "/tokens/worksection/acme%201",
+        "/tokens/worksection/" + "a" * 129,
+        "/tokens/worksection/..",  # would be tokenbroker/<stage>/worksection/.. as a secret name
+        "/tokens/worksection/.",
+        "/connections/worksection/..",
+    ],
 )
 def test_a_bad_provider_or_connection_id_is_400_before_any_aws_call(handler: ModuleType, path: str) -> None:
     w = world(handler, FakeTokens(stored()))
@@ -411,6 +418,8 @@ def test_create_connect_session_passes_confirm_mode_on(handler: ModuleType) -> N
         {"connection_id": "acme-1"},
         {"provider": "worksection"},
         {"provider": "worksection", "connection_id": "a b"},
+        {"provider": "worksection", "connection_id": ".."},
+        {"provider": "worksection", "connection_id": "."},
         {"provider": "worksection", "connection_id": "acme-1", "scopes": "projects_read"},
         {"provider": "worksection", "connection_id": "acme-1", "metadata": ["x"]},
         {"provider": "worksection", "connection_id": "acme-1", "return_to": 5},
