@@ -11,16 +11,19 @@ import pytest
 from tokenbroker.browser_binding import new_binding
 from tokenbroker.clock import ManualClock
 from tokenbroker.connect import (
+    BrowserMismatch,
     Connected,
     ConnectLink,
     ConnectService,
     InvalidState,
+    LinkUsedUp,
     LoginForm,
     LoginSubmission,
     Redirect,
     SessionNotFound,
 )
 from tokenbroker.errors import (
+    EndUserMismatch,
     InvalidInput,
     InvalidUserCredentials,
     ProviderConfigurationError,
@@ -614,3 +617,123 @@ def test_callback_errors_are_classified(world: World, error: str, kind: type, st
     assert type(raised.value) is kind
     assert raised.value.http_status == status
     assert world.connections.items == {}
+
+
+# --- binding, limits and confirm mode (issue 13) -------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["account_url", "user_id", "user_name", "user_email"])
+def test_metadata_cannot_claim_provider_facts(world: World, name: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        world.service.create_session("worksection", "a", metadata={name: "https://evil.example"})
+    assert name in refused.value.message
+    assert world.onetime.sessions == {}
+
+
+def test_a_password_post_needs_the_binding_of_a_browser_that_opened_the_link(world: World) -> None:
+    sid = session_id(world.service.create_session("workly", "a"))
+    open_link(world, sid)
+    for binding in (None, "", new_binding()):
+        with pytest.raises(BrowserMismatch):
+            world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1"), binding=binding)
+    assert world.providers["workly"].calls == []
+    assert world.connections.items == {}
+
+
+def test_the_callback_needs_the_binding_the_state_was_made_for(world: World) -> None:
+    begin = open_link(world, session_id(world.service.create_session("worksection", "a")))
+    assert isinstance(begin, Redirect)
+    state = begin.location.split("state=")[1].split("&")[0]
+    with pytest.raises(BrowserMismatch):
+        callback(world, {"state": state, "code": "code-123456789"}, binding=new_binding())
+    with pytest.raises(InvalidState):  # burned by the refused attempt
+        callback(world, {"state": state, "code": "code-123456789"})
+    assert world.providers["worksection"].calls == []
+
+
+def test_the_state_never_outlives_its_session(world: World) -> None:
+    sid = session_id(world.service.create_session("worksection", "a"))
+    world.clock.advance(800)  # 100 s of the session left, less than a state's 10 minutes
+    open_link(world, sid)
+    (state,) = world.onetime.states.values()
+    assert state.expires_at == pytest.approx(world.clock.now() + 100)
+    assert state.session_id == sid
+
+
+def test_the_fifth_wrong_password_uses_the_link_up(world: World) -> None:
+    sid = session_id(world.service.create_session("workly", "a"))
+    left = []
+    for _ in range(MAX_LOGIN_ATTEMPTS - 1):
+        form = login(world, sid, LoginSubmission("ann@example.com", "wrong-password-1"))
+        assert isinstance(form, LoginForm) and form.status == 401
+        left.append(form.attempts_left)
+    assert left == [4, 3, 2, 1]
+    with pytest.raises(LinkUsedUp):
+        login(world, sid, LoginSubmission("ann@example.com", "wrong-password-1"))
+    with pytest.raises(LinkUsedUp):
+        login(world, sid, LoginSubmission("ann@example.com", "right-password-1"))
+    assert world.providers["workly"].calls.count("password") == MAX_LOGIN_ATTEMPTS
+
+
+def test_an_outage_gives_the_attempt_back(world: World) -> None:
+    sid = session_id(world.service.create_session("workly", "a"))
+    world.providers["workly"].fail_with = TransientProviderError("down", provider="workly")
+    for _ in range(MAX_LOGIN_ATTEMPTS + 2):
+        form = login(world, sid, LoginSubmission("ann@example.com", "right-password-1"))
+        assert isinstance(form, LoginForm) and form.status == 503
+    assert world.onetime.sessions[sid].login_attempts == 0
+
+
+def test_resets_are_paced_and_capped(world: World) -> None:
+    sid = session_id(world.service.create_session("workly", "a"))
+    assert reset(world, sid, "ann@example.com").status == 200
+    assert reset(world, sid, "ann@example.com").status == 429  # within the minute
+    world.clock.advance(60)
+    assert reset(world, sid, "ann@example.com").status == 200
+    world.clock.advance(60)
+    assert reset(world, sid, "ann@example.com").status == 200
+    world.clock.advance(120)
+    capped = reset(world, sid, "ann@example.com")
+    assert capped.status == 429 and capped.error and "No more" in capped.error
+    assert world.providers["workly"].calls.count("reset") == MAX_RESET_REQUESTS
+
+
+def confirm_session(world: World, end_user_id: str = "u-1") -> str:
+    return world.service.create_session("workly", "a", end_user_id=end_user_id, confirm=True).session_id
+
+
+def test_confirm_mode_keeps_the_grant_pending_then_confirms(world: World) -> None:
+    sid = confirm_session(world)
+    done = login(world, sid, LoginSubmission("ann@example.com", "right-password-1", remember=True))
+    assert isinstance(done, Connected) and done.pending and done.redirect_to is None
+    key = ConnectionKey("workly", "a")
+    assert world.connections.items[key].status is ConnectionStatus.PENDING
+    assert world.events.events == []
+    ((_, version),) = world.tokens.pending
+    assert world.tokens.pending[(key, version)].login is not None  # "remember" travels with the grant
+    connection = world.service.confirm(sid, "u-1")
+    assert (connection.status, connection.generation) == (ConnectionStatus.ACTIVE, 1)
+    assert world.tokens.written[key].status is ConnectionStatus.ACTIVE
+    assert world.tokens.written[key].login is not None
+    assert world.tokens.pending == {}
+    (event,) = world.events.events
+    assert event.type is EventType.CONNECTION_CREATED
+
+
+def test_confirm_compares_the_end_user_exactly(world: World) -> None:
+    for claimed in ("u-1 ", "U-1", "u-2"):
+        sid = confirm_session(world)
+        login(world, sid, LoginSubmission("ann@example.com", "right-password-1"))
+        with pytest.raises(EndUserMismatch):
+            world.service.confirm(sid, claimed)
+        assert world.connections.items == {}
+        assert world.tokens.pending == {}
+        assert ConnectionKey("workly", "a") in world.tokens.deleted
+
+
+def test_a_pending_grant_that_lost_the_race_to_complete_is_dropped(world: World) -> None:
+    sid = confirm_session(world)
+    open_link(world, sid)
+    world.onetime.complete_session(sid, pending_version="someone-else")  # another tab completed first
+    with pytest.raises(SessionNotFound):
+        world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1"), binding=BROWSER)
