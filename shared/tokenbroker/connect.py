@@ -58,7 +58,7 @@ from tokenbroker.providers.base import Provider
 from tokenbroker.providers.catalog import AuthMode, Catalog, CatalogEntry
 from tokenbroker.providers.pkce import new_pkce_pair
 from tokenbroker.providers.registry import ProviderResolver
-from tokenbroker.redaction import MASK, remember_secret
+from tokenbroker.redaction import remember_secret
 from tokenbroker.return_urls import ReturnUrlPolicy, origin_of, parse_strict, with_query
 from tokenbroker.schedule import next_refresh_at
 from tokenbroker.settings import ConfigurationError
@@ -218,13 +218,6 @@ def password_forms(password: str) -> set[str]:
     return {form for form in (password, password.strip(), " ".join(password.split())) if form}
 
 
-def without_password(text: str, password: str) -> str:
-    """``text`` (a provider's words about a sign-in) with every form of ``password`` masked."""
-    for form in sorted(password_forms(password), key=len, reverse=True):
-        text = text.replace(form, MASK)
-    return text
-
-
 def binding_hash(binding: str) -> str:
     """What is stored of a browser's binding cookie: its SHA-256 (the cookie itself is a bearer secret)."""
     return hashlib.sha256(binding.encode()).hexdigest()
@@ -329,6 +322,8 @@ class ConnectService:
         with returning_to(session.return_to):
             entry = self._catalog.get(session.provider)
             if entry.auth_mode is AuthMode.PASSWORD:
+                if session.login_attempts >= MAX_LOGIN_ATTEMPTS:
+                    raise LinkUsedUp("too many failed sign-in attempts on this connect link")
                 if not self._onetime.bind_session(session.session_id, binding_hash(binding)):
                     self._session(session_id)  # gone meanwhile: say so
                     raise LinkUsedUp("this connect link was opened in too many browsers")
@@ -397,17 +392,19 @@ class ConnectService:
                 )
             except (TransientProviderError, AccountProblem) as error:
                 # The provider did not judge the password: the attempt does not count. Worth another
-                # try from the same form (later, or after fixing the account).
+                # try from the same form (later, or after fixing the account). The page says so in
+                # its own words: a provider's text is for the log (which masks the password).
                 self._onetime.refund_login_attempt(session.session_id)
                 logger.warning("password grant failed", extra={"provider": entry.name, "error": str(error)})
-                said = without_password(error.message, form.password)
+                if isinstance(error, AccountProblem):
+                    problem = (
+                        f"{entry.label} did not accept this account right now (for example, its subscription "
+                        f"has ended). Check it with {entry.label}, then try again."
+                    )
+                else:
+                    problem = f"{entry.label} is not answering right now. Wait a minute, then try again."
                 return self._form(
-                    entry,
-                    session,
-                    email=email,
-                    remember=form.remember,
-                    error=f"{entry.label} did not accept the sign-in right now: {said}",
-                    status=error.http_status,
+                    entry, session, email=email, remember=form.remember, error=problem, status=error.http_status
                 )
             login = PasswordLogin(email, form.password) if form.remember else None
             info = self._user_info(provider, token)

@@ -149,6 +149,9 @@ def test_five_wrong_passwords_use_the_link_up_even_for_the_right_one(harness: Ha
     assert "used up" in last.body
     right = login(h, path, WORKLY_PASSWORD)
     assert right.status == 429
+    reopened = h.get(path)  # opening it again shows the used-up page, not a form to type into
+    assert reopened.status == 429
+    assert 'type="password"' not in reopened.body
     assert h.workly.calls["token"] == MAX_LOGIN_ATTEMPTS  # the sixth never reached Workly
     assert_nothing_stored(h, WL_KEY)
 

@@ -264,7 +264,8 @@ def test_workly_unavailable_reshows_the_form(harness: Harness) -> None:
     h.workly.faults.fail(503, endpoint="token")
     answer = login(h, path)
     assert answer.status == 503
-    assert "did not accept the sign-in right now" in answer.body
+    assert "Workly is not answering right now" in answer.body
+    assert "JSON" not in answer.body and "HTTP 503" not in answer.body  # the page's own words, not the parser's
     assert h.connections.get(KEY) is None
     assert login(h, path).status == 200
 
