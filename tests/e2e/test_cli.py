@@ -48,6 +48,9 @@ Resources:
         Delete:
           Type: HttpApi
           Properties: {ApiId: !Ref HttpApi, Path: "/connections/{provider}/{connection_id}", Method: DELETE}
+        Confirm:
+          Type: HttpApi
+          Properties: {ApiId: !Ref HttpApi, Path: "/connect-sessions/{session_id}/confirm", Method: POST}
 """
 
 VEND = """
@@ -69,7 +72,7 @@ def lambda_handler(event, context):
         return answer(404, {"error": "not_found", "message": "no such connection"})
     if route == "POST /connect-sessions":
         return answer(201, {"connect_url": "http://127.0.0.1/connect/s-" + body["connection_id"],
-                            "expires_at": 2000000000, "echo": body})
+                            "expires_at": 2000000000, "session_id": "s-" + body["connection_id"], "echo": body})
     if route.startswith("GET /tokens/"):
         return answer(200, {"access_token": f"token-for-{caller}-{query['min_ttl']}", "token_type": "bearer",
                             "expires_at": 2000000000, "expires_in": 3600, "scopes": ["a"], "generation": 3,
@@ -85,6 +88,10 @@ def lambda_handler(event, context):
         return answer(200, connection(params["provider"], params["connection_id"]))
     if route.startswith("DELETE /connections/"):
         return {"statusCode": 204}
+    if route == "POST /connect-sessions/{session_id}/confirm":
+        if body.get("end_user_id") != "user-7":
+            return answer(403, {"error": "end_user_mismatch", "message": "another end user completed it"})
+        return answer(200, connection("worksection", params["session_id"]))
     return answer(500, {"error": "unexpected", "message": route})
 """
 
@@ -154,7 +161,9 @@ def test_connect_link_sends_return_to_scopes_and_metadata(api_url: str) -> None:
             "team=blue",
         )
     )
-    assert link == {"connect_url": "http://127.0.0.1/connect/s-acme", "expires_at": 2000000000}
+    assert link == {"connect_url": "http://127.0.0.1/connect/s-acme", "expires_at": 2000000000, "session_id": "s-acme"}
+    confirm_mode = ok_json(run(api_url, "connect-link", "worksection", "acme", "--end-user-id", "user-7", "--confirm"))
+    assert confirm_mode["session_id"] == "s-acme"
     code, _, err = run(api_url, "connect-link", "worksection", "acme", "--metadata", "novalue")
     assert code == 2
     assert "KEY=VALUE" in err
@@ -204,3 +213,12 @@ def test_the_api_url_defaults_to_the_environment_then_the_local_stack() -> None:
     env = {**ENV, "TOKENBROKER_API_URL": "http://127.0.0.1:9"}
     assert cli.main(["token", "workly", "one"], environ=env, stdout=out, stderr=err) == 1
     assert "unreachable" in err.getvalue()
+
+
+def test_confirm_prints_the_connection_or_the_mismatch(api_url: str) -> None:
+    session = "S" * 43
+    confirmed = ok_json(run(api_url, "confirm", session, "user-7"))
+    assert (confirmed["status"], confirmed["connection_id"]) == ("active", session)
+    code, _, err = run(api_url, "confirm", session, "user-8")
+    assert code != 0
+    assert "another end user" in err

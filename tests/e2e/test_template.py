@@ -92,6 +92,7 @@ def test_the_repo_template_serves_the_external_contract() -> None:
     public = {"GET /connect/{session}", "POST /connect/{session}", "GET /callback/{provider}"}
     iam = {
         "POST /connect-sessions",
+        "POST /connect-sessions/{session_id}/confirm",
         "GET /tokens/{provider}/{connection_id}",
         "POST /tokens/{provider}/{connection_id}/refresh",
         "GET /connections",

@@ -177,17 +177,37 @@ def test_secret_lifecycle_actions_belong_to_one_function_each() -> None:
 
     assert holders("secretsmanager:CreateSecret") == {"CallbackFunction"}  # the first token of a connection
     assert holders("secretsmanager:RestoreSecret") == {"CallbackFunction"}  # re-connect after a disconnect
-    assert holders("secretsmanager:DeleteSecret") == {"VendFunction"}  # DELETE /connections/...
+    # DELETE /connections/...; the sweep removes a connection whose only grant expired unconfirmed.
+    assert holders("secretsmanager:DeleteSecret") == {"VendFunction", "RefreshSweepFunction"}
     assert holders("secretsmanager:GetSecretValue") == {"CallbackFunction", "VendFunction", "RefreshWorkerFunction"}
+    # The pending label of a confirm-mode grant: taken off on a lost race (callback), on confirmation
+    # or mismatch (vend) and on expiry (sweep). The worker, which refreshes, never touches it.
+    assert holders("secretsmanager:UpdateSecretVersionStage") == {
+        "CallbackFunction",
+        "VendFunction",
+        "RefreshSweepFunction",
+    }
 
 
-def test_the_sweep_only_queries_the_due_index_and_enqueues() -> None:
+def test_the_sweep_queries_the_due_index_enqueues_and_discards_expired_pending_grants() -> None:
     template = transformed()
     sweep = template["Resources"][function_roles(template)["RefreshSweepFunction"]]
     actions = {a for s in role_statements(sweep) for a in as_list(s["Action"]) if not a.startswith(("logs:", "xray:"))}
-    assert actions == {"dynamodb:Query", "sqs:SendMessage"}
+    assert actions == {
+        "dynamodb:Query",
+        "sqs:SendMessage",
+        # discarding: claim the session (conditional delete), tombstone a never-confirmed connection,
+        # take the pending label off and schedule the secret's deletion. Never a read of a token.
+        "dynamodb:DeleteItem",
+        "dynamodb:UpdateItem",
+        "secretsmanager:UpdateSecretVersionStage",
+        "secretsmanager:DeleteSecret",
+    }
     assert allowed(sweep, "dynamodb:Query") == [Target("index", "Table/due")]
     assert allowed(sweep, "sqs:SendMessage") == [Target("resource", "RefreshQueue")]
+    assert allowed(sweep, "dynamodb:DeleteItem") == [Target("resource", "Table")]
+    assert not allowed(sweep, "secretsmanager:GetSecretValue")
+    assert not allowed(sweep, "kms:Decrypt")
 
 
 def test_the_worker_consumes_only_its_queue() -> None:

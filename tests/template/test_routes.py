@@ -19,6 +19,7 @@ PUBLIC_ROUTES = {
 }
 IAM_ROUTES = {
     ("POST", "/connect-sessions"),
+    ("POST", "/connect-sessions/{session_id}/confirm"),
     ("GET", "/tokens/{provider}/{connection_id}"),
     ("POST", "/tokens/{provider}/{connection_id}/refresh"),
     ("GET", "/connections"),

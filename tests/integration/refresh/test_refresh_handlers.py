@@ -151,7 +151,12 @@ def test_sweep_handler_enqueues_due_connections(app: Any, rig: Rig, sqs: Any, qu
     sweeper = Sweeper(connections=rig.connections, sqs=sqs, queue_url=queue_url, clock=rig.clock)
     app.use_services(app.Services(worker=RefreshWorker(rig.engine()), events=rig.events, sweeper=sweeper))
     scheduler_event = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}}
-    assert app.sweep_handler(scheduler_event, FakeContext()) == {"enqueued": 12, "failed": 0, "truncated": False}
+    assert app.sweep_handler(scheduler_event, FakeContext()) == {
+        "enqueued": 12,
+        "failed": 0,
+        "truncated": False,
+        "discarded": 0,
+    }
     # Out of time: nothing sent, the next run takes it.
     assert app.sweep_handler(scheduler_event, FakeContext(remaining_ms=2_000))["truncated"] is True
     bodies = [json.loads(r["body"]) for r in sqs_event(sqs, queue_url)["Records"]]
