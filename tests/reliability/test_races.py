@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 import requests
 from tokenbroker.aws import AwsClients
+from tokenbroker.browser_binding import new_binding
 from tokenbroker.clock import SystemClock
 from tokenbroker.connect import ConnectService, Redirect
 from tokenbroker.events import EventType
@@ -326,8 +327,9 @@ def reconnect(connect: ConnectService, worksection: WorksectionSandbox) -> Any:
     """The whole browser flow for KEY, signed in as the other user (account "other")."""
     link = connect.create_session(KEY.provider, KEY.connection_id)
     session_id = urlsplit(link.connect_url).path.rsplit("/", 1)[-1]
-    redirect = connect.begin(session_id)
+    binding = new_binding()  # one browser from the link to the callback
+    redirect = connect.begin(session_id, binding=binding)
     assert isinstance(redirect, Redirect)
     callback = submit_consent(requests.Session(), redirect.location, email=OTHER_EMAIL, password=OTHER_PASSWORD)
     query = dict(parse_qsl(urlsplit(callback).query))
-    return connect.complete_callback("worksection", query)
+    return connect.complete_callback("worksection", query, binding=binding)

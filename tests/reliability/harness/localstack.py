@@ -79,6 +79,8 @@ class LiveStack:
     answers: list[Answer] = field(default_factory=list)
     secrets: Secrets = field(default_factory=Secrets)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # The end user's browser on the public routes: keeps the connect flow's binding cookie.
+    browser: requests.Session = field(default_factory=requests.Session)
 
     def __post_init__(self) -> None:
         info = self.process.info
@@ -123,10 +125,13 @@ class LiveStack:
             self.secrets.add(response.json().get("access_token"), kind="access token")
         return self.record(response, vend=vend)
 
-    def public(self, method: str, path_or_url: str, **kwargs: Any) -> requests.Response:
+    def public(
+        self, method: str, path_or_url: str, *, browser: requests.Session | None = None, **kwargs: Any
+    ) -> requests.Response:
+        """A request from ``browser`` (default: the one end user's browser, with its cookies)."""
         url = path_or_url if path_or_url.startswith("http") else self.url + path_or_url
         kwargs.setdefault("timeout", 15)
-        return self.record(requests.request(method, url, allow_redirects=False, **kwargs))
+        return self.record((browser or self.browser).request(method, url, allow_redirects=False, **kwargs))
 
     # --- flows -----------------------------------------------------------------------------------
 
@@ -165,6 +170,7 @@ class LiveStack:
 
     def connect_workly(self, connection_id: str, *, remember: bool = False) -> requests.Response:
         link = self.connect_link("workly", connection_id)
+        assert self.public("GET", link).status_code == 200  # the browser opens the link first
         form = {"action": "login", "email": DEMO_EMAIL, "password": DEMO_PASSWORD}
         if remember:
             form["remember"] = "yes"
