@@ -247,13 +247,7 @@ class ConnectionStore:
             f"attribute_not_exists({pk}) OR attribute_exists({update.name('deleted_at')}) "
             f"OR {status} = {update.value(s(ConnectionStatus.PENDING.value))}"
         )
-        try:
-            self._update(key, update, condition)
-        except ClientError as error:
-            if is_conditional_failure(error):
-                return False
-            raise
-        return True
+        return self._update_if(key, update, condition)
 
     def delete_pending(self, key: ConnectionKey) -> bool:
         """Remove a connection that never got past ``pending`` (its grant was discarded).
@@ -424,6 +418,10 @@ class ConnectionStore:
         condition = f"attribute_exists({update.name('pk')}) AND attribute_not_exists({update.name('deleted_at')})"
         if only_status is not None:
             condition += f" AND {update.name('status')} = {update.value(s(only_status.value))}"
+        return self._update_if(key, update, condition)
+
+    def _update_if(self, key: ConnectionKey, update: Expression, condition: str) -> bool:
+        """One conditional UpdateItem; False (nothing written) when the condition did not hold."""
         try:
             self._update(key, update, condition)
         except ClientError as error:

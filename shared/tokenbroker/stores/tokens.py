@@ -133,11 +133,10 @@ class TokenStore:
             raise
         return answer["VersionId"]
 
-    def _create(self, key: ConnectionKey, body: str, token: str) -> str:
+    def _create_params(self, key: ConnectionKey) -> dict[str, Any]:
+        """CreateSecret's arguments for a connection's secret (tagged, under the stack's key)."""
         params: dict[str, Any] = {
             "Name": self.secret_name(key),
-            "SecretString": body,
-            "ClientRequestToken": token,
             "Description": f"tokenbroker token of {key}",
             "Tags": [
                 {"Key": "provider", "Value": key.provider},
@@ -146,6 +145,10 @@ class TokenStore:
         }
         if self._kms_key_id:
             params["KmsKeyId"] = self._kms_key_id
+        return params
+
+    def _create(self, key: ConnectionKey, body: str, token: str) -> str:
+        params = {**self._create_params(key), "SecretString": body, "ClientRequestToken": token}
         try:
             answer = self._client.create_secret(**params)
         except ClientError as error:
@@ -214,18 +217,8 @@ class TokenStore:
             raise
 
     def _create_empty(self, key: ConnectionKey) -> None:
-        params: dict[str, Any] = {
-            "Name": self.secret_name(key),
-            "Description": f"tokenbroker token of {key}",
-            "Tags": [
-                {"Key": "provider", "Value": key.provider},
-                {"Key": "connection_id", "Value": key.connection_id},
-            ],
-        }
-        if self._kms_key_id:
-            params["KmsKeyId"] = self._kms_key_id
         try:
-            self._client.create_secret(**params)
+            self._client.create_secret(**self._create_params(key))
         except ClientError as error:
             if error_code(error) != "ResourceExistsException":
                 raise
