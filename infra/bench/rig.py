@@ -195,7 +195,7 @@ class Rig:
             self.clients.secretsmanager.create_secret(
                 Name=tokens.secret_name(key),
                 SecretString=stored.to_json(),
-                ClientRequestToken=tokens.client_request_token(key, stored.generation, stored.status),
+                ClientRequestToken=tokens.client_request_token(key, stored.generation),
             )
 
         with ThreadPoolExecutor(max_workers=threads) as pool:

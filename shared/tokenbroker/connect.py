@@ -59,10 +59,10 @@ from tokenbroker.providers.catalog import AuthMode, Catalog, CatalogEntry
 from tokenbroker.providers.pkce import new_pkce_pair
 from tokenbroker.providers.registry import ProviderResolver
 from tokenbroker.redaction import remember_secret
+from tokenbroker.repository import ConnectionRepository, Schedule
 from tokenbroker.return_urls import ReturnUrlPolicy, origin_of, parse_strict, with_query
 from tokenbroker.schedule import next_refresh_at
 from tokenbroker.settings import ConfigurationError
-from tokenbroker.stores.connections import ConnectionStore
 from tokenbroker.stores.onetime import (
     MAX_LOGIN_ATTEMPTS,
     MAX_RESET_REQUESTS,
@@ -70,7 +70,6 @@ from tokenbroker.stores.onetime import (
     ConnectSession,
     OneTimeStore,
 )
-from tokenbroker.stores.tokens import GenerationConflict, TokenStore
 from tokenbroker.tokens import TokenSet, UserInfo
 
 # Session ids and states are 32 random bytes (256 bits, far above the 128 the design asks for)
@@ -98,8 +97,6 @@ CALLBACK_ERROR_KINDS: dict[str, type[ProviderError]] = {
     "server_error": ProviderError,
     "temporarily_unavailable": TransientProviderError,
 }
-# save_connected + put retries when a refresh wrote the same generation (see ConnectionStore).
-MAX_SAVE_ATTEMPTS = 3
 
 
 # --- errors (each maps to an HTML error page; messages are safe to show) --------------------
@@ -232,8 +229,7 @@ class ConnectService:
         *,
         catalog: Catalog,
         onetime: OneTimeStore,
-        tokens: TokenStore,
-        connections: ConnectionStore,
+        repository: ConnectionRepository,
         providers: ProviderResolver,
         events: EventSink,
         clock: Clock,
@@ -244,8 +240,7 @@ class ConnectService:
     ) -> None:
         self._catalog = catalog
         self._onetime = onetime
-        self._tokens = tokens
-        self._connections = connections
+        self._repo = repository
         self._providers = providers
         self._events = events
         self._clock = clock
@@ -509,14 +504,14 @@ class ConnectService:
             logger.warning("confirmation for another end user", extra={"provider": key.provider})
             self._discard(claimed, reason="end_user_mismatch")
             raise EndUserMismatch("the connect session was completed for another end user; the grant was discarded")
-        stored = self._tokens.get_pending(key, claimed.pending_version or "")
+        stored = self._repo.pending(key, claimed.pending_version or "")
         if stored is None:
             raise ConnectSessionExpired("a newer sign-in for this connection replaced this one")
         entry = self._catalog.get(key.provider)
-        connection = self._save(
+        connection, _ = self._save(
             entry, key, stored.token, dict(stored.metadata), scopes=stored.token.scopes, login=stored.login
         )
-        self._tokens.drop_pending(key, claimed.pending_version or "")
+        self._repo.drop_pending(key, claimed.pending_version or "")
         return connection
 
     def discard_expired_pending(self, limit: int = 100) -> int:
@@ -541,11 +536,8 @@ class ConnectService:
 
     def _discard(self, session: ConnectSession, *, reason: str) -> None:
         key = session.key
-        if session.pending_version:
-            self._tokens.drop_pending(key, session.pending_version)
         # A connection that only ever held this grant goes too; one that is active meanwhile stays.
-        if self._connections.delete_pending(key):
-            self._tokens.delete(key)
+        self._repo.discard_pending(key, session.pending_version)
         logger.info("pending grant discarded", extra={"provider": key.provider, "reason": reason})
 
     # --- internals -------------------------------------------------------------------------------
@@ -598,13 +590,6 @@ class ConnectService:
             return_to=session.return_to,
         )
 
-    def _forget_new_connection(self, key: ConnectionKey) -> None:
-        """The token never landed: a brand-new record must not claim an active connection."""
-        try:
-            self._connections.delete(key)
-        except Exception:  # the original failure is what the user must see
-            logger.warning("could not remove a half-saved connection", extra={"connection_id": key.connection_id})
-
     def _user_info(self, provider: Provider, token: TokenSet) -> UserInfo:
         # The grant is already spent: a failed user-info call must not throw the token away.
         try:
@@ -631,13 +616,12 @@ class ConnectService:
         if not session.confirm:
             if self._onetime.complete_session(session.session_id) is None:
                 raise SessionNotFound("this connect link was already used")
-            before = self._connections.get(key)
-            connection = self._save(entry, key, token, metadata, scopes=scopes, login=login)
+            connection, reauthorized = self._save(entry, key, token, metadata, scopes=scopes, login=login)
             return Connected(
                 key=key,
                 provider_label=entry.label,
                 generation=connection.generation,
-                reauthorized=_was_connected(before),
+                reauthorized=reauthorized,
                 redirect_to=self._back(session, {"status": "connected"}),
                 account=account,
             )
@@ -648,11 +632,10 @@ class ConnectService:
             metadata=metadata,
             login=login,
         )
-        version = self._tokens.put_pending(key, stored, request_id=session.session_id)
+        version = self._repo.save_pending(key, stored, request_id=session.session_id)
         if self._onetime.complete_session(session.session_id, pending_version=version) is None:
-            self._tokens.drop_pending(key, version)
+            self._repo.drop_pending(key, version)
             raise SessionNotFound("this connect link was already used")
-        self._connections.save_pending(key, metadata=metadata, scopes=scopes)
         logger.info("grant pending confirmation", extra={"provider": key.provider, "connection_id": key.connection_id})
         return Connected(
             key=key,
@@ -681,8 +664,8 @@ class ConnectService:
         *,
         scopes: Sequence[str],
         login: PasswordLogin | None,
-    ) -> Connection:
-        """Make ``token`` the connection's current grant: item first, then the secret."""
+    ) -> tuple[Connection, bool]:
+        """Make ``token`` the connection's current grant and announce it; (item, was it a re-connect)."""
         refresh_expires_at = (
             float(token.obtained_at + entry.refresh_token_ttl)
             if token.refresh_token and entry.refresh_token_ttl
@@ -693,35 +676,15 @@ class ConnectService:
             if token.refresh_token or login
             else None  # nothing to refresh with: the token simply lives until it expires
         )
-        before = self._connections.get(key)
-        existed = _was_connected(before)
-        for attempt in range(1, MAX_SAVE_ATTEMPTS + 1):
-            connection = self._connections.save_connected(
-                key,
-                expires_at=float(token.expires_at),
-                refresh_expires_at=refresh_expires_at,
-                next_refresh_at=due,
-                metadata=metadata,
-                scopes=tuple(scopes),
-            )
-            stored = StoredToken(
-                token=token,
-                generation=connection.generation,
-                status=ConnectionStatus.ACTIVE,
-                metadata=metadata,
-                login=login,
-            )
-            try:
-                self._tokens.put(key, stored, restore_deleted=True)
-                break
-            except GenerationConflict:
-                # A refresh running on the old grant wrote this generation first; move past it.
-                if attempt == MAX_SAVE_ATTEMPTS:
-                    raise
-            except Exception:
-                if before is None:
-                    self._forget_new_connection(key)
-                raise
+        existed = _was_connected(self._repo.get(key))
+        connection = self._repo.save_connected(
+            key,
+            token,
+            metadata=metadata,
+            scopes=scopes,
+            login=login,
+            schedule=Schedule(float(token.expires_at), refresh_expires_at, due),
+        )
         event_type = EventType.CONNECTION_REAUTHORIZED if existed else EventType.CONNECTION_CREATED
         self._events.publish(
             DomainEvent.for_key(
@@ -732,7 +695,7 @@ class ConnectService:
             "connection saved",
             extra={"provider": key.provider, "connection_id": key.connection_id, "generation": connection.generation},
         )
-        return connection
+        return connection, existed
 
 
 @contextmanager

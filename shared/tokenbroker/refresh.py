@@ -79,8 +79,7 @@ from tokenbroker.observability import NAMESPACE, SERVICE, logger
 from tokenbroker.providers.base import Provider
 from tokenbroker.providers.catalog import CatalogEntry
 from tokenbroker.providers.registry import ProviderResolver
-from tokenbroker.stores.connections import ConnectionStore
-from tokenbroker.stores.tokens import GenerationConflict, TokenStore
+from tokenbroker.repository import ConnectionRepository, Landed, Schedule, Written
 from tokenbroker.tokens import TokenSet
 
 ShouldRefresh = Callable[[StoredToken], bool]
@@ -88,11 +87,6 @@ ShouldRefresh = Callable[[StoredToken], bool]
 # How early a scheduled refresh may run: the sweep's query horizon (it enqueues what falls due
 # before its next run). schedule.is_due clamps it for short-lived tokens.
 DEFAULT_SCHEDULE_SLACK = 300.0
-# Tries of the secret write after the provider answered (the token exists nowhere else).
-DEFAULT_PUT_ATTEMPTS = 5
-PUT_RETRY_BASE = 0.25
-# Stop retrying the write this long before the lease ends: a write after it races a new owner.
-LEASE_SAFETY = 5.0
 # "Token Refresh Failed" for transient failures: at the Nth consecutive one and every Nth after.
 DEFAULT_FAILURE_EVENT_EVERY = 3
 
@@ -200,8 +194,7 @@ class RefreshEngine:
     def __init__(
         self,
         *,
-        tokens: TokenStore,
-        connections: ConnectionStore,
+        repository: ConnectionRepository,
         providers: ProviderResolver,
         events: EventSink,
         clock: Clock,
@@ -210,12 +203,11 @@ class RefreshEngine:
         metrics: RefreshMetrics | None = None,
         catalog: CatalogLike | None = None,
         schedule_slack: float = DEFAULT_SCHEDULE_SLACK,
-        put_attempts: int = DEFAULT_PUT_ATTEMPTS,
         failure_event_every: int = DEFAULT_FAILURE_EVENT_EVERY,
         rng: Callable[[], float] = random.random,
     ) -> None:
-        self._tokens = tokens
-        self._connections = connections
+        # The repository owns how tokens are persisted; its protocol events become our metrics.
+        self._repo = repository.with_notice(lambda name, key: self._emit(name, 1, key.provider))
         self._providers = providers
         self._events = events
         self._clock = clock
@@ -224,7 +216,6 @@ class RefreshEngine:
         self._metrics: RefreshMetrics = metrics or PowertoolsRefreshMetrics()
         self._catalog = catalog
         self._slack = schedule_slack
-        self._put_attempts = max(1, put_attempts)
         self._failure_event_every = max(1, failure_event_every)
         self._rng = rng
 
@@ -292,30 +283,36 @@ class RefreshEngine:
         # The attempt is recorded in the same UpdateItem (step 3 folded into step 1: one AWS call
         # fewer); the answer is the item as it was, so a previous, interrupted attempt shows. A run
         # that ends without calling the provider releases, which forgets the attempt again.
-        return self._connections.acquire_lease(key, owner, self._lease_seconds, record_attempt=True)
+        return self._repo.acquire(key, owner, self._lease_seconds)
 
     def _under_lease(self, run: _Run, should_refresh: ShouldRefresh | None) -> RefreshResult:
         connection = run.connection
         if not connection.is_active:
             return self._inactive(run)
-        stopped = None if run.interrupted else self._item_gate(run, should_refresh)
+        # A backoff binds every run, an interrupted one too: after an inconclusive dead grant it is
+        # the time a late writer gets to land its token. Otherwise an interrupted attempt is retried
+        # at once, due or not.
+        stopped = self._item_gate(run, should_refresh, backoff_only=run.interrupted)
         if stopped is not None:
             return stopped
 
-        stored = self._tokens.get(run.key)
+        stored = self._repo.token(run.key)
         if stored.generation > connection.generation:
             return self._reconcile(run, stored, should_refresh)
         if stored.status is not ConnectionStatus.ACTIVE:
-            # An earlier run marked the secret and died (or lost its lease) before the item: finish it,
-            # including the event and metric that run never got to.
+            # An earlier run (of a version that marked at the same generation) marked the secret and
+            # died before the item: finish it, with the event and metric that run never got to.
             error = NeedsReauthorization("the grant is dead (found marked by an earlier run)")
-            return self._mark_needs_reauth(run, stored, error, "needs_reauth:recovered")
+            self._repo.items.mark_needs_reauth(run.key, run.owner, error, generation=stored.generation)
+            return self._announce_needs_reauth(run, stored, error, "needs_reauth:recovered")
         if not self._wanted(run, stored, should_refresh):
             self._release(run)
             return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, stored.generation, stored)
         return self._refresh_token(run, stored)
 
-    def _item_gate(self, run: _Run, should_refresh: ShouldRefresh | None) -> RefreshResult | None:
+    def _item_gate(
+        self, run: _Run, should_refresh: ShouldRefresh | None, *, backoff_only: bool = False
+    ) -> RefreshResult | None:
         """What the item alone decides, before the secret is read; None: go on."""
         connection, now = run.connection, self._clock.now()
         if _backing_off(connection, now):
@@ -325,7 +322,7 @@ class RefreshEngine:
             if should_refresh is None:
                 return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, connection.generation, None)
             return self._deferred(run, now)
-        if should_refresh is None and not self._item_due(connection, now):
+        if not backoff_only and should_refresh is None and not self._item_due(connection, now):
             # Not due yet: a duplicated message or an early sweep.
             self._release(run)
             return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, connection.generation, None)
@@ -398,13 +395,11 @@ class RefreshEngine:
             metadata=dict(stored.metadata),
             login=stored.login,
         )
-        try:
-            self._put_durably(run, new)
-        except GenerationConflict:
-            return self._lost_write(run)
-
-        committed = self._commit(run, new, previous=stored.token)
-        if committed:  # else whoever reconciles the item announces it (exactly one event per generation)
+        written = self._repo.write_refresh(run.connection, run.owner, new, self._schedule_of(run, stored.token))
+        if written.landed is Landed.SUPERSEDED:
+            return self._superseded(run, written)
+        committed = written.landed is Landed.COMMITTED
+        if committed:  # else whoever adopts the item announces it (exactly one event per generation)
             reason = "interrupted" if run.interrupted else run.reason
             if outcome is RefreshOutcome.REAUTHENTICATED:
                 reason = "stored_login"
@@ -422,73 +417,33 @@ class RefreshEngine:
             committed=committed,
         )
 
-    def _put_durably(self, run: _Run, new: StoredToken) -> None:
-        """Write until it lands: the same ClientRequestToken makes every retry the same version."""
-        lease_ends = self._clock.now() + self._lease_seconds  # conservative: measured from now
-        if run.connection.lease is not None:
-            lease_ends = run.connection.lease.until
-        delay = PUT_RETRY_BASE
-        for attempt in range(1, self._put_attempts + 1):
-            try:
-                self._tokens.put(run.key, new)
-                return
-            except TokenBrokerError:
-                raise  # GenerationConflict, ConnectionNotFound: a decision, not a hiccup
-            except Exception:
-                out_of_time = self._clock.now() + delay > lease_ends - LEASE_SAFETY
-                if attempt == self._put_attempts or out_of_time:
-                    logger.error(
-                        "token write failed after the provider answered; the new token is lost",
-                        extra={**_log_fields(run.key), "attempts": attempt},
-                    )
-                    self._emit("TokenWriteLost", 1, run.key.provider)
-                    raise
-                logger.warning("token write failed, retrying", extra={**_log_fields(run.key), "attempt": attempt})
-                self._clock.sleep(delay)
-                delay *= 2
+    def _superseded(self, run: _Run, written: Written) -> RefreshResult:
+        """Another writer (a re-connect, a late refresh) took our generation: its token is current."""
+        current = written.current
+        if written.adopted:
+            self._announce_adopted(run, current)
+        return RefreshResult(
+            RefreshOutcome.NOT_NEEDED, run.key, current.generation, current, reconciled=written.adopted
+        )
 
-    def _commit(self, run: _Run, new: StoredToken, previous: TokenSet | None) -> bool:
-        token = new.token
-        try:
-            self._connections.commit_refresh(
-                run.key,
-                run.owner,
-                run.connection.generation,
+    def _announce_adopted(self, run: _Run, current: StoredToken) -> None:
+        """The run that wrote ``current`` never committed it, so never announced it: once, here."""
+        if current.status is ConnectionStatus.ACTIVE:
+            self._publish(EventType.TOKEN_REFRESHED, run.key, current, "reconciled")
+        elif current.status is ConnectionStatus.NEEDS_REAUTH:
+            self._emit("ConnectionsNeedingReauth", 1, run.key.provider)
+            self._publish(EventType.CONNECTION_NEEDS_REAUTHORIZATION, run.key, current, "needs_reauth:recovered")
+
+    def _schedule_of(self, run: _Run, previous: TokenSet | None) -> Callable[[StoredToken], Schedule]:
+        def schedule_of(new: StoredToken) -> Schedule:
+            token = new.token
+            return Schedule(
                 expires_at=token.expires_at,
                 refresh_expires_at=self._refresh_expires_at(run, previous, token),
                 next_refresh_at=self._next_refresh_at(run, previous, token),
-                scopes=token.scopes,
             )
-        except LeaseLost:
-            # The secret holds generation + 1 and is the truth; whoever holds the item next sees
-            # the secret ahead of the item and commits it from the secret.
-            logger.warning("token written but the item commit lost its lease", extra=_log_fields(run.key))
-            self._emit("RefreshCommitLost", 1, run.key.provider)
-            return False
-        return True
 
-    def _lost_write(self, run: _Run) -> RefreshResult:
-        """Another writer already wrote our generation: its token is current, ours is dropped."""
-        self._emit("TokenWriteConflict", 1, run.key.provider)
-        current = self._tokens.get(run.key)
-        logger.warning(
-            "another writer wrote this generation first; keeping its token",
-            extra={**_log_fields(run.key), "generation": current.generation},
-        )
-        reconciled = self._adopt(run, current)
-        return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, current.generation, current, reconciled=reconciled)
-
-    def _adopt(self, run: _Run, current: StoredToken) -> bool:
-        """Bring the item up to a newer secret another run wrote (or just release). That run's
-        commit failed, so it never announced the token: the event is published here, once."""
-        if current.generation <= run.connection.generation:
-            self._release(run)
-            return False
-        if not self._commit(run, current, previous=None):
-            return False
-        if current.status is ConnectionStatus.ACTIVE:
-            self._publish(EventType.TOKEN_REFRESHED, run.key, current, "reconciled")
-        return True
+        return schedule_of
 
     def _reconcile(self, run: _Run, stored: StoredToken, should_refresh: ShouldRefresh | None) -> RefreshResult:
         """The secret is ahead of the item: an earlier run wrote it and never committed."""
@@ -502,8 +457,13 @@ class RefreshEngine:
             "committing a token an earlier run wrote but never committed",
             extra={**_log_fields(run.key), "generation": stored.generation},
         )
-        if not self._adopt(run, stored):
+        if not self._repo.adopt(run.connection, run.owner, stored, self._schedule_of(run, None)):
             raise LeaseLost(f"lease on {run.key} lost while reconciling")
+        self._announce_adopted(run, stored)
+        if stored.status is ConnectionStatus.NEEDS_REAUTH:
+            return RefreshResult(
+                RefreshOutcome.NEEDS_REAUTH, run.key, stored.generation, stored, interrupted=run.interrupted
+            )
         if stored.status is ConnectionStatus.ACTIVE and self._wanted(run, stored, should_refresh):
             raise _Again
         return RefreshResult(
@@ -520,19 +480,29 @@ class RefreshEngine:
     def _dead_grant(
         self, run: _Run, stored: StoredToken, provider: Provider, error: ReauthorizationRequired
     ) -> RefreshResult:
-        current = self._tokens.get(run.key)
+        current = self._repo.token(run.key)
         if current.generation > stored.generation:
             # Another worker refreshed meanwhile (our refresh token was the old one): not fatal.
             logger.info("dead grant on an old refresh token; a newer one exists", extra=_log_fields(run.key))
-            reconciled = self._adopt(run, current)
+            reconciled = self._repo.adopt(run.connection, run.owner, current, self._schedule_of(run, None))
+            if reconciled:
+                self._announce_adopted(run, current)
             return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, current.generation, current, reconciled=reconciled)
         if stored.login is not None:
             # A new grant is safe even if an interrupted worker still writes: same generation, and
             # Secrets Manager keeps whichever lands first.
             return self._relogin(run, stored, provider, error, stored.login)
-        if run.interrupted:
+        if self._late_writer_possible(run):
             return self._inconclusive(run, stored, error)
         return self._needs_reauth(run, stored, error)
+
+    def _late_writer_possible(self, run: _Run) -> bool:
+        """An interrupted attempt may still land its token until one more lease after its own ended
+        (a worker that outlived its lease finishes its write): until then a dead grant proves nothing."""
+        attempt = run.connection.attempt
+        if not run.interrupted or attempt is None:
+            return False
+        return self._clock.now() < attempt.started_at + 2 * self._lease_seconds
 
     def _relogin(
         self,
@@ -557,10 +527,14 @@ class RefreshEngine:
 
     def _inconclusive(self, run: _Run, stored: StoredToken, error: ReauthorizationRequired) -> RefreshResult:
         """A dead grant right after an interrupted attempt proves nothing yet: that attempt may have
-        rotated the token and still be writing it (a worker that outlived its lease). Look again at
-        the next chance: by then its answer has landed (and is reconciled), or it never will and the
-        grant is refused again, conclusively. Costs one provider call; avoids a false needs_reauth."""
+        rotated the token and still be writing it (a worker that outlived its lease). Every caller
+        backs off until one lease after that attempt's lease ended, the attempt stays visible, and
+        the run after that sees its token landed (and adopts it) or concludes: needs_reauth. Costs
+        one provider call; avoids both a false needs_reauth and one raced by the late write."""
         now = self._clock.now()
+        attempt = run.connection.attempt
+        assert attempt is not None  # _late_writer_possible checked it
+        until = max(now, attempt.started_at + 2 * self._lease_seconds)
         self._emit("DeadGrantAfterInterruption", 1, run.key.provider)
         retry = TransientProviderError(
             "the grant was refused right after an interrupted refresh; checking again",
@@ -568,7 +542,7 @@ class RefreshEngine:
             provider_code=error.provider_code,
             status=error.status,
         )
-        self._connections.record_failure(run.key, run.owner, retry, now)
+        self._repo.record_failure(run.key, run.owner, retry, until, keep_attempt=attempt)
         logger.warning("dead grant after an interrupted refresh; checking again", extra=_log_fields(run.key))
         return RefreshResult(
             RefreshOutcome.TRANSIENT_FAILURE,
@@ -576,28 +550,23 @@ class RefreshEngine:
             stored.generation,
             stored,
             error=retry,
-            next_refresh_at=now,
+            retry_after=until - now,
+            next_refresh_at=until,
             interrupted=True,
         )
 
     def _needs_reauth(self, run: _Run, stored: StoredToken, error: ProviderError) -> RefreshResult:
-        # The secret first: a vend reads only the secret and must answer 409 from now on.
-        marked = StoredToken(
-            token=stored.token,
-            generation=stored.generation,
-            status=ConnectionStatus.NEEDS_REAUTH,
-            metadata=dict(stored.metadata),
-            login=stored.login,
-        )
-        try:
-            self._put_durably(run, marked)
-        except GenerationConflict:
-            return self._lost_write(run)
-        return self._mark_needs_reauth(run, marked, error, _reason(error, run))
+        # The secret first (a vend reads only the secret and must answer 409 from now on), as the
+        # next generation: a re-connect that got there first wins and we adopt it.
+        written = self._repo.mark_needs_reauth(run.connection, run.owner, stored, error, self._schedule_of(run, None))
+        if written.landed is Landed.SUPERSEDED:
+            return self._superseded(run, written)
+        return self._announce_needs_reauth(run, written.current, error, _reason(error, run))
 
-    def _mark_needs_reauth(self, run: _Run, marked: StoredToken, error: TokenBrokerError, reason: str) -> RefreshResult:
-        """The item after the secret: out of the due index, then the operator is told (once)."""
-        self._connections.mark_needs_reauth(run.key, run.owner, error)
+    def _announce_needs_reauth(
+        self, run: _Run, marked: StoredToken, error: TokenBrokerError, reason: str
+    ) -> RefreshResult:
+        """Secret and item say needs_reauth: the operator is told (once)."""
         self._emit("ConnectionsNeedingReauth", 1, run.key.provider)
         self._publish(EventType.CONNECTION_NEEDS_REAUTHORIZATION, run.key, marked, reason)
         logger.warning("connection needs re-authorisation", extra={**_log_fields(run.key), "reason": reason})
@@ -629,7 +598,7 @@ class RefreshEngine:
             next_at = schedule.pause_until(now=now, retry_after=error.retry_after)
             loud = True
             self._emit("RefreshProblem", 1, run.key.provider, kind=str(error.kind))
-        self._connections.record_failure(run.key, run.owner, error, next_at)
+        self._repo.record_failure(run.key, run.owner, error, next_at)
         reason = _reason(error, run)
         log = logger.error if loud else logger.warning
         log(
@@ -651,16 +620,20 @@ class RefreshEngine:
 
     def _inactive(self, run: _Run) -> RefreshResult:
         """The item is not active. Normally the secret agrees; repair it when it does not."""
-        stored = self._tokens.get(run.key)
+        if run.connection.status is ConnectionStatus.PENDING:
+            self._release(run)  # a grant awaiting confirmation: nothing to refresh yet
+            return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, run.connection.generation, None)
+        stored = self._repo.token(run.key)
         if stored.generation > run.connection.generation and stored.status is ConnectionStatus.ACTIVE:
             # A newer token landed after the item was marked (a late writer): it is the truth.
             return self._reconcile(run, stored, None)
         if run.connection.status is ConnectionStatus.NEEDS_REAUTH and stored.status is ConnectionStatus.ACTIVE:
-            marked = StoredToken(
-                stored.token, stored.generation, ConnectionStatus.NEEDS_REAUTH, dict(stored.metadata), stored.login
-            )
-            self._tokens.put(run.key, marked)
-            stored = marked
+            # The item says dead, the secret does not: mark the secret too (the next generation, as
+            # every write that changes what is current), so vends answer 409.
+            error = NeedsReauthorization("the grant is dead (the item said so before the secret)")
+            schedule_of = self._schedule_of(run, None)
+            written = self._repo.mark_needs_reauth(run.connection, run.owner, stored, error, schedule_of)
+            return RefreshResult(RefreshOutcome.NEEDS_REAUTH, run.key, written.current.generation, written.current)
         self._release(run)
         return RefreshResult(RefreshOutcome.NEEDS_REAUTH, run.key, stored.generation, stored)
 
@@ -701,10 +674,9 @@ class RefreshEngine:
     # --- small helpers -----------------------------------------------------------------------
 
     def _release(self, run: _Run) -> None:
-        try:
-            self._connections.release(run.key, run.owner)
-        except Exception:  # the lease expires by itself; a failed release must not hide the result
-            logger.warning("lease release failed", extra=_log_fields(run.key), exc_info=True)
+        # A run that never called the provider leaves an interrupted attempt it found visible: the
+        # next run must still treat a dead grant as possibly raced by that late writer.
+        self._repo.release(run.key, run.owner, restore=None if run.provider_called else run.connection.attempt)
 
     def _publish(self, type_: EventType, key: ConnectionKey, stored: StoredToken, reason: str | None) -> None:
         self._events.publish(

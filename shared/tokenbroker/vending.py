@@ -34,6 +34,7 @@ from tokenbroker.redaction import SECRET_FIELD_NAMES
 
 if TYPE_CHECKING:
     from tokenbroker.clock import Clock
+    from tokenbroker.repository import ConnectionRepository
 
 MIN_TTL_DEFAULT = 60
 MIN_TTL_MAX = 86_400
@@ -56,28 +57,6 @@ REAUTH_HINT = "create a new connect session (POST /connect-sessions) and send th
 
 
 # --- collaborators: only what vending needs, satisfied structurally by the real stores ---------
-
-
-class TokenReader(Protocol):
-    def get(self, key: ConnectionKey) -> StoredToken: ...
-
-    def delete(self, key: ConnectionKey, recovery_window_days: int = ...) -> bool: ...
-
-
-class ConnectionPageLike(Protocol):
-    @property
-    def connections(self) -> list[Connection]: ...
-
-    @property
-    def cursor(self) -> str | None: ...
-
-
-class ConnectionReader(Protocol):
-    def get(self, key: ConnectionKey) -> Connection | None: ...
-
-    def list_by_provider(self, provider: str, limit: int = ..., cursor: str | None = ...) -> ConnectionPageLike: ...
-
-    def delete(self, key: ConnectionKey) -> bool: ...
 
 
 class RefreshResultLike(Protocol):
@@ -264,16 +243,14 @@ class VendingService:
     def __init__(
         self,
         *,
-        tokens: TokenReader,
-        connections: ConnectionReader,
+        repository: ConnectionRepository,
         refresher: Refresher,
         clock: Clock,
         wait_seconds: float,
         events: EventSink | None = None,
         catalog: ProviderNames | None = None,
     ) -> None:
-        self._tokens = tokens
-        self._connections = connections
+        self._repo = repository
         self._refresher = refresher
         self._clock = clock
         self._wait_seconds = max(0.0, wait_seconds)
@@ -289,7 +266,7 @@ class VendingService:
         """
         min_ttl = validate_min_ttl(min_ttl)
         self._check_provider(key.provider)
-        stored = self._tokens.get(key)
+        stored = self._repo.token(key)
         _require_usable(stored)
         if not needs_refresh(stored, min_ttl, self._clock.now()):
             return VendedToken.of(stored, self._clock.now())
@@ -310,7 +287,7 @@ class VendingService:
         if rejected_token_sha256 is not None:
             rejected_token_sha256 = validate_token_sha256(rejected_token_sha256)
         self._check_provider(key.provider)
-        stored = self._tokens.get(key)
+        stored = self._repo.token(key)
         _require_usable(stored)
         seen = stored.generation
 
@@ -335,7 +312,7 @@ class VendingService:
         result = self._refresher.refresh(key, reason="vend", should_refresh=should_refresh)
         outcome = str(result.outcome)
         if outcome in ("refreshed", "reauthenticated", "not_needed"):
-            current = result.stored or self._tokens.get(key)
+            current = result.stored or self._repo.token(key)
             _require_usable(current)
             return current
         if outcome == "contended":
@@ -370,7 +347,7 @@ class VendingService:
             if remaining <= 0:
                 break
             self._clock.sleep(min(delay, remaining))
-            current = self._tokens.get(key)
+            current = self._repo.token(key)
             _require_usable(current)
             if current.generation > seen_generation and accept(current):
                 return current
@@ -383,7 +360,7 @@ class VendingService:
 
     def get_connection(self, key: ConnectionKey) -> ConnectionView:
         self._check_provider(key.provider)
-        connection = self._connections.get(key)
+        connection = self._repo.get(key)
         if connection is None:
             raise ConnectionNotFound(f"no connection {key}")
         return ConnectionView.of(connection, self._clock.now())
@@ -394,18 +371,14 @@ class VendingService:
 
     def list_connections(self, provider: str, *, limit: int = 50, cursor: str | None = None) -> ConnectionList:
         self._check_provider(validate_provider_name(provider))
-        page = self._connections.list_by_provider(provider, limit=limit, cursor=cursor)
+        page = self._repo.list_by_provider(provider, limit=limit, cursor=cursor)
         now = self._clock.now()
         return ConnectionList([ConnectionView.of(c, now) for c in page.connections], page.cursor)
 
     def delete_connection(self, key: ConnectionKey) -> None:
         """Disconnect: the secret first (vending stops at once), then the item, then the event."""
         self._check_provider(key.provider)
-        connection = self._connections.get(key)
-        secret_deleted = self._tokens.delete(key)
-        item_deleted = self._connections.delete(key)
-        if not (secret_deleted or item_deleted):
-            raise ConnectionNotFound(f"no connection {key}")
+        connection = self._repo.delete(key)
         if self._events is not None:
             generation = connection.generation if connection is not None else None
             self._events.publish(

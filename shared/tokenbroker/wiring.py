@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from tokenbroker.providers.catalog import Catalog
     from tokenbroker.providers.registry import ProviderRegistry
     from tokenbroker.refresh import RefreshEngine
+    from tokenbroker.repository import ConnectionRepository
     from tokenbroker.stores.app_credentials import AppCredentialsStore
     from tokenbroker.stores.connections import ConnectionStore
     from tokenbroker.stores.onetime import OneTimeStore
@@ -112,6 +113,16 @@ class Runtime:
         )
 
     @property
+    def repository(self) -> ConnectionRepository:
+        """The connection aggregate over this stack's table and secrets."""
+        from tokenbroker.repository import ConnectionRepository  # noqa: PLC0415
+
+        return self._once(
+            "repository",
+            lambda: ConnectionRepository(items=self.connections, secrets=self.tokens, clock=self.clock),
+        )
+
+    @property
     def onetime(self) -> OneTimeStore:
         from tokenbroker.stores.onetime import OneTimeStore  # noqa: PLC0415
 
@@ -127,8 +138,7 @@ class Runtime:
         from tokenbroker.refresh import RefreshEngine  # noqa: PLC0415
 
         return RefreshEngine(
-            tokens=self.tokens,
-            connections=self.connections,
+            repository=self.repository,
             providers=self.providers,
             events=events,
             clock=self.clock,
@@ -173,7 +183,7 @@ class Runtime:
         return self._once(
             "sweeper",
             lambda: Sweeper(
-                connections=self.connections,
+                connections=self.repository,
                 sqs=self.sqs,
                 queue_url=queue_url,
                 clock=self.clock,
@@ -189,8 +199,7 @@ class Runtime:
         return self._once(
             "vending",
             lambda: VendingService(
-                tokens=self.tokens,
-                connections=self.connections,
+                repository=self.repository,
                 refresher=self.refresher,
                 clock=self.clock,
                 wait_seconds=self.settings.vend_wait_seconds,
@@ -208,8 +217,7 @@ class Runtime:
             lambda: ConnectService(
                 catalog=self.catalog,
                 onetime=self.onetime,
-                tokens=self.tokens,
-                connections=self.connections,
+                repository=self.repository,
                 providers=self.providers,
                 events=self.events,
                 clock=self.clock,

@@ -314,8 +314,7 @@ def connect_service(system: System, catalog: Catalog, worksection: WorksectionSa
     return ConnectService(
         catalog=catalog,
         onetime=OneTimeStore(system.table, clock=system.clock),
-        tokens=system.tokens,
-        connections=system.connections,
+        repository=system.repository(),
         providers=lambda _name: provider,
         events=system.events,
         clock=system.clock,

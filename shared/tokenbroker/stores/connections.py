@@ -309,9 +309,16 @@ class ConnectionStore:
         answer = self._update_as_owner(key, owner, update, returns="ALL_NEW")
         return Attempt(owner, now, get_int(answer, "generation"))
 
-    def release(self, key: ConnectionKey, owner: str) -> bool:
-        """Give the lease back (and forget our attempt). A no-op (False) for a non-owner."""
-        update = Expression().remove(*_LEASE, *_ATTEMPT)
+    def release(self, key: ConnectionKey, owner: str, *, restore: Attempt | None = None) -> bool:
+        """Give the lease back and forget our attempt (or put back ``restore``, the interrupted
+        attempt we found: a run that never called the provider leaves the item as it found it).
+        A no-op (False) for a non-owner."""
+        update = Expression().remove(*_LEASE)
+        if restore is None:
+            update.remove(*_ATTEMPT)
+        else:
+            update.set("attempt_owner", s(restore.owner)).set("attempt_started_at", n(restore.started_at))
+            update.set("attempt_generation", n(restore.generation))
         try:
             self._update_as_owner(key, owner, update)
         except (LeaseLost, ConnectionNotFound):
@@ -331,8 +338,10 @@ class ConnectionStore:
         next_refresh_at: float | None,
         metadata: Mapping[str, str] | None = None,
         scopes: Sequence[str] | None = None,
+        generation: int | None = None,
     ) -> Connection:
-        """Record the token already written to the token store as generation ``expected + 1``.
+        """Record the token already written to the token store as ``generation`` (default
+        ``expected + 1``; more when the secret ran further ahead).
 
         Only while ``owner`` holds the lease and the generation is still ``expected_generation``;
         otherwise ``LeaseLost``. Clears lease, attempt, failures and last error; the connection is
@@ -340,7 +349,7 @@ class ConnectionStore:
         """
         now = self._clock.now()
         update = Expression()
-        update.set("generation", n(expected_generation + 1))
+        update.set("generation", n(expected_generation + 1 if generation is None else generation))
         update.set("status", s(ConnectionStatus.ACTIVE.value))
         update.set_or_remove("expires_at", _opt_n(expires_at))
         update.set_or_remove("refresh_expires_at", _opt_n(refresh_expires_at))
@@ -366,15 +375,25 @@ class ConnectionStore:
         owner: str,
         error: LastError | TokenBrokerError,
         next_refresh_at: float,
+        *,
+        keep_attempt: Attempt | None = None,
     ) -> None:
-        """A transient failure: count it, keep the token, retry at ``next_refresh_at``, release."""
+        """A transient failure: count it, keep the token, retry at ``next_refresh_at``, release.
+
+        ``keep_attempt``: leave that (interrupted) attempt visible instead of forgetting it, so the
+        next run still knows a late writer may be about.
+        """
         last_error = self._last_error(error)
 
         def failure_update() -> Expression:
             update = Expression()
             update.add("failures", n(1)).set("last_error", _error_value(last_error))
             update.set("next_refresh_at", n(next_refresh_at)).set("updated_at", n(self._clock.now()))
-            return update.remove(*_LEASE, *_ATTEMPT)
+            if keep_attempt is None:
+                return update.remove(*_LEASE, *_ATTEMPT)
+            update.set("attempt_owner", s(keep_attempt.owner))
+            update.set("attempt_started_at", n(keep_attempt.started_at))
+            return update.set("attempt_generation", n(keep_attempt.generation)).remove(*_LEASE)
 
         # Only an active connection belongs in the due index. It normally has its shard already,
         # but one committed without a next refresh time has not: set it, conditional on active.
@@ -385,15 +404,30 @@ class ConnectionStore:
         except _ExtraConditionFailed:
             self._update_as_owner(key, owner, failure_update())
 
-    def mark_needs_reauth(self, key: ConnectionKey, owner: str, error: LastError | TokenBrokerError) -> Connection:
-        """The grant is dead: status needs_reauth, out of the due index, lease released."""
+    def mark_needs_reauth(
+        self, key: ConnectionKey, owner: str, error: LastError | TokenBrokerError, *, generation: int | None = None
+    ) -> Connection:
+        """The grant is dead: status needs_reauth, out of the due index, lease released.
+
+        ``generation``: the generation of the secret that says so (the mark is a token write like any
+        other); refused with ``LeaseLost`` if the item already went past it.
+        """
         last_error = self._last_error(error)
         update = Expression()
         update.set("status", s(ConnectionStatus.NEEDS_REAUTH.value))
         update.set("last_error", _error_value(last_error)).set("updated_at", n(self._clock.now()))
         update.add("failures", n(1))
         update.remove(*_DUE, *_LEASE, *_ATTEMPT)
-        answer = self._update_as_owner(key, owner, update, returns="ALL_NEW")
+        condition = None
+        if generation is not None:
+            update.set("generation", n(generation))
+            condition = f"{update.name('generation')} <= {update.value(n(generation))}"
+        try:
+            answer = self._update_as_owner(key, owner, update, extra_condition=condition, returns="ALL_NEW")
+        except _ExtraConditionFailed as failed:
+            raise LeaseLost(
+                f"the generation of {key} moved on to {failed.connection.generation} (marking {generation})"
+            ) from None
         return _require(_connection_of(answer), key)
 
     # --- disconnect --------------------------------------------------------------------------

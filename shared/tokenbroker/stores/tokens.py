@@ -1,9 +1,11 @@
 """Token store: one Secrets Manager secret per connection, written idempotently, read uncached.
 
 Secret name ``tokenbroker/<stage>/<provider>/<connection_id>``. Every write carries a
-ClientRequestToken derived from (secret name, generation, status), so a retried write of the same
-content is the same secret version and never a second one; a different content under the same
-generation means another writer already wrote that generation (``GenerationConflict``).
+ClientRequestToken derived from (secret name, generation), so a retried write of the same content
+is the same secret version and never a second one, and every write that changes what is current
+(a refresh, a re-connect, a needs_reauth mark) competes for the one next generation: a different
+content under the same generation means another writer already wrote it (``GenerationConflict``),
+and the loser adopts the winner.
 """
 
 from __future__ import annotations
@@ -65,10 +67,13 @@ class TokenStore:
     def secret_name(self, key: ConnectionKey) -> str:
         return f"{NAME_ROOT}/{self._stage}/{key.provider}/{key.connection_id}"
 
-    def client_request_token(self, key: ConnectionKey, generation: int, status: ConnectionStatus) -> str:
-        """36 characters (Secrets Manager wants 32-64), the same for every retry of one write."""
-        name = f"{self.secret_name(key)}|{generation}|{status.value}"
-        return str(uuid.uuid5(_REQUEST_TOKEN_NAMESPACE, name))
+    def client_request_token(self, key: ConnectionKey, generation: int) -> str:
+        """36 characters (Secrets Manager wants 32-64), the same for every retry of one write.
+
+        Not the status: a needs_reauth mark is generation N + 1 like the refresh or re-connect it
+        races, so exactly one of them becomes that generation (the others get ``GenerationConflict``).
+        """
+        return str(uuid.uuid5(_REQUEST_TOKEN_NAMESPACE, f"{self.secret_name(key)}|{generation}"))
 
     # --- reads: never cached, the lease holder and the vend path need the current version ------
 
@@ -107,7 +112,7 @@ class TokenStore:
         disconnect cannot bring the secret back. Raises ``GenerationConflict`` when this
         generation was already written with other content.
         """
-        token = self.client_request_token(key, stored.generation, stored.status)
+        token = self.client_request_token(key, stored.generation)
         body = stored.to_json()
         try:
             return self._put_version(key, body, token)

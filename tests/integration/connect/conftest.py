@@ -16,6 +16,7 @@ from tokenbroker.connect import ConnectService
 from tokenbroker.events import MemorySink
 from tokenbroker.observability import logger
 from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.stores import ConnectionStore, OneTimeStore, TokenStore
 
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
@@ -86,8 +87,7 @@ def harness(  # noqa: PLR0917 - pytest injects fixtures by name
     service = ConnectService(
         catalog=catalog,
         onetime=onetime,
-        tokens=tokens,
-        connections=connections,
+        repository=ConnectionRepository(items=connections, secrets=tokens, clock=clock),
         providers=providers,
         events=events,
         clock=clock,

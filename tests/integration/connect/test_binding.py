@@ -20,6 +20,7 @@ from tokenbroker.errors import ConnectionNotFound
 from tokenbroker.events import MemorySink
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.providers import AppCredentials, Catalog, build_provider
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.stores import ConnectionStore, OneTimeStore, TokenStore
 from tokenbroker.stores.onetime import MAX_LOGIN_ATTEMPTS
 
@@ -168,8 +169,11 @@ def test_racing_guesses_cannot_exceed_the_limit(
     service = ConnectService(
         catalog=catalog,
         onetime=OneTimeStore(table, clock=clock),
-        tokens=TokenStore(server_clients.secretsmanager, stage="race"),
-        connections=ConnectionStore(table, clock=clock),
+        repository=ConnectionRepository(
+            items=ConnectionStore(table, clock=clock),
+            secrets=TokenStore(server_clients.secretsmanager, stage="race"),
+            clock=clock,
+        ),
         providers=lambda name: build_provider(catalog.get(name), credentials, clock=clock),
         events=MemorySink(),
         clock=clock,

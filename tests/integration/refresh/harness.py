@@ -19,6 +19,7 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, PasswordLogin, StoredToken
 from tokenbroker.providers import Catalog, Provider
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine, RefreshResult
+from tokenbroker.repository import DEFAULT_PUT_ATTEMPTS, ConnectionRepository
 from tokenbroker.schedule import next_refresh_at
 from tokenbroker.stores import ConnectionStore, TokenStore
 from tokenbroker.tokens import TokenSet
@@ -71,6 +72,12 @@ class Rig:
             "rng": lambda: 1.0,  # the top of the jitter: deterministic backoff in assertions
         }
         options.update(overrides)
+        tokens = options.pop("tokens")
+        connections = options.pop("connections")
+        put_attempts = options.pop("put_attempts", DEFAULT_PUT_ATTEMPTS)
+        options["repository"] = ConnectionRepository(
+            items=connections, secrets=tokens, clock=self.clock, put_attempts=put_attempts
+        )
         return RefreshEngine(**options)
 
     def seed(

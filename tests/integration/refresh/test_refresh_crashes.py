@@ -57,9 +57,10 @@ def test_crash_before_the_write_loses_the_rotated_token(sandboxed: Rig, worksect
     """Measured: the provider rotated (1 refresh performed), the answer died with the process. Until
     the lease expires other runs are `contended`; then the next run retries the interrupted attempt
     with the only refresh token we have, which rotation killed. A dead grant right after an
-    interruption is inconclusive (the interrupted worker might still be writing), so that run backs
-    off to "now"; the run after it gets the dead grant again: needs_reauth. Nothing can do better:
-    the secret write *is* the first durable place."""
+    interruption is inconclusive (the interrupted worker might still be writing), so every caller
+    backs off until one lease after that worker's lease ended, with the attempt still visible; the
+    run after that gets the dead grant again: needs_reauth. Nothing can do better: the secret write
+    *is* the first durable place."""
     rig = sandboxed
     seed_worksection(rig, worksection)
     rig.advance_to_due(WS_KEY)
@@ -70,18 +71,24 @@ def test_crash_before_the_write_loses_the_rotated_token(sandboxed: Rig, worksect
     item = rig.item(WS_KEY)
     assert item.lease is not None and item.attempt is not None and item.attempt.generation == 1
     assert rig.tokens.get(WS_KEY).generation == 1
+    crashed_at = item.attempt.started_at
 
     assert rig.engine().refresh(WS_KEY).outcome is RefreshOutcome.CONTENDED
     rig.clock.advance(LEASE + 1)
     retried = rig.engine().refresh(WS_KEY)
     assert retried.outcome is RefreshOutcome.TRANSIENT_FAILURE and retried.interrupted
-    assert retried.next_refresh_at == rig.clock.now()  # look again at the next sweep
-    assert rig.metrics.total("RefreshInterrupted", provider="worksection") == 1
+    # One lease after the crashed worker's lease: the time a late write of it would need.
+    assert retried.next_refresh_at == crashed_at + 2 * LEASE
+    attempt = rig.item(WS_KEY).attempt
+    assert attempt is not None and attempt.started_at == crashed_at  # still visible
     assert rig.metrics.total("DeadGrantAfterInterruption", provider="worksection") == 1
+    # Meanwhile a consumer's compare-and-refresh is deferred, not a second verdict.
+    deferred = rig.engine().refresh(WS_KEY, reason="vend", should_refresh=lambda _: True)
+    assert deferred.deferred and deferred.outcome is RefreshOutcome.TRANSIENT_FAILURE
     assert not rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
-    rig.clock.advance(300)  # the next sweep
+    rig.clock.advance(crashed_at + 2 * LEASE - rig.clock.now())  # the next sweep after the backoff
     result = rig.engine().refresh(WS_KEY)
-    assert result.outcome is RefreshOutcome.NEEDS_REAUTH and not result.interrupted
+    assert result.outcome is RefreshOutcome.NEEDS_REAUTH and result.interrupted
     [event] = rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
     assert event.reason is not None and event.reason.startswith("needs_reauth")
     # Every later try was refused: rotation happened exactly once, with the token we sent once.
@@ -360,10 +367,10 @@ def test_a_newer_secret_after_needs_reauth_is_adopted(rig: Rig) -> None:
     that outlived its lease wrote it). The next engine run adopts it: active, scheduled, announced."""
     provider = seed_scripted(rig)
     stale = rig.tokens.get(SCRIPTED_KEY)
-    # Mark the connection as a dead grant would have...
+    # The item was marked (an older version marked the item before or without the secret)...
     owner = "marker"
     assert rig.connections.acquire_lease(SCRIPTED_KEY, owner, LEASE) is not None
-    rig.tokens.put(SCRIPTED_KEY, StoredToken(stale.token, 1, ConnectionStatus.NEEDS_REAUTH))
+    assert stale.generation == 1
     rig.connections.mark_needs_reauth(SCRIPTED_KEY, owner, ReauthorizationRequired("dead", provider="worksection"))
     # ...then the late writer's generation 2 lands.
     late = StoredToken(provider.issue(), 2)

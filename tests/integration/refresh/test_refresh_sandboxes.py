@@ -143,9 +143,9 @@ def test_dead_grant_marks_needs_reauth(sandboxed: Rig, worksection: WorksectionS
     assert result.outcome is RefreshOutcome.NEEDS_REAUTH
     assert result.error is not None and result.error.kind is ErrorKind.REAUTHORIZATION_REQUIRED
     secret = rig.tokens.get(WS_KEY)
-    assert secret.status is ConnectionStatus.NEEDS_REAUTH and secret.generation == 1
+    assert secret.status is ConnectionStatus.NEEDS_REAUTH and secret.generation == 2  # the mark is a write
     item = rig.item(WS_KEY)
-    assert item.status is ConnectionStatus.NEEDS_REAUTH and item.lease is None
+    assert item.status is ConnectionStatus.NEEDS_REAUTH and item.lease is None and item.generation == 2
     assert item.last_error is not None and item.last_error.code == "needs_reauth"
     # Out of the due index: the sweep never picks it again.
     assert list(rig.connections.due(rig.clock.now() + 365 * DAY)) == []

@@ -118,9 +118,16 @@ def test_other_content_under_the_same_generation_is_a_conflict(store: TokenStore
     assert store.get(KEY).token.access_token == "winner"
 
 
-def test_status_change_under_the_same_generation_is_a_new_version(store: TokenStore, aws_clients: AwsClients) -> None:
+def test_a_status_change_competes_for_the_generation_like_any_write(
+    store: TokenStore, aws_clients: AwsClients
+) -> None:
+    """A needs_reauth mark is a write like a refresh or a re-connect: it takes the next generation,
+    and under a generation already written it conflicts instead of pushing that token out."""
     store.put(KEY, stored(4))
-    store.put(KEY, stored(4, status=ConnectionStatus.NEEDS_REAUTH))
+    with pytest.raises(GenerationConflict):
+        store.put(KEY, stored(4, status=ConnectionStatus.NEEDS_REAUTH))
+    assert store.get(KEY).status is ConnectionStatus.ACTIVE
+    store.put(KEY, stored(5, status=ConnectionStatus.NEEDS_REAUTH))
     assert store.get(KEY).status is ConnectionStatus.NEEDS_REAUTH
     assert version_count(aws_clients, store) == 2
 

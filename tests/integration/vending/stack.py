@@ -13,6 +13,7 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import StoredToken
 from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.stores import ConnectionStore, OneTimeStore, TokenStore
 from tokenbroker.tokens import TokenSet
 from tokenbroker.vending import VendingService
@@ -107,9 +108,9 @@ def build_stack(
     onetime = OneTimeStore(table, clock=clock)
     events = MemorySink()
     metrics = MemoryRefreshMetrics()
+    repository = ConnectionRepository(items=connections, secrets=tokens, clock=clock)
     engine = RefreshEngine(
-        tokens=tokens,
-        connections=connections,
+        repository=repository,
         providers=providers,
         events=events,
         clock=clock,
@@ -117,8 +118,7 @@ def build_stack(
         metrics=metrics,
     )
     vending = VendingService(
-        tokens=tokens,
-        connections=connections,
+        repository=repository,
         refresher=engine,
         clock=clock,
         wait_seconds=wait_seconds,
@@ -128,8 +128,7 @@ def build_stack(
     connect = ConnectService(
         catalog=catalog,
         onetime=onetime,
-        tokens=tokens,
-        connections=connections,
+        repository=repository,
         providers=providers,
         events=events,
         clock=clock,

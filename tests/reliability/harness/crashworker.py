@@ -40,6 +40,7 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, StoredToken
 from tokenbroker.providers import Catalog, Provider, build_provider
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.stores import ConnectionStore, TokenStore
 from tokenbroker.sweep import RefreshMessage, RefreshWorker
 from tokenbroker.tokens import TokenSet, UserInfo
@@ -180,8 +181,11 @@ def main(argv: list[str]) -> int:
     assert credentials is not None, "the catalog file must carry the sandbox's app credentials"
     provider = build_provider(entry, credentials, http=HttpClient(connect_timeout=1.0, read_timeout=5.0), clock=clock)
     engine = RefreshEngine(
-        tokens=CrashingTokens(TokenStore(clients.secretsmanager, stage=config.stage), config.point),
-        connections=CrashingConnections(ConnectionStore(clients.table(config.table), clock=clock), config.point),
+        repository=ConnectionRepository(
+            items=CrashingConnections(ConnectionStore(clients.table(config.table), clock=clock), config.point),
+            secrets=CrashingTokens(TokenStore(clients.secretsmanager, stage=config.stage), config.point),
+            clock=clock,
+        ),
         providers=lambda _name: CrashingProvider(provider, config.point),
         events=PrintingSink(),
         clock=clock,

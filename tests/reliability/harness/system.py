@@ -28,6 +28,7 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, PasswordLogin, StoredToken
 from tokenbroker.providers import Catalog, CatalogEntry, Provider
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
+from tokenbroker.repository import DEFAULT_PUT_ATTEMPTS, ConnectionRepository
 from tokenbroker.schedule import next_refresh_at
 from tokenbroker.stores import ConnectionStore, TokenStore
 from tokenbroker.sweep import DEFAULT_HORIZON, RefreshMessage, RefreshWorker, Sweeper
@@ -152,17 +153,25 @@ class System:
             "rng": self.rng,
         }
         options.update(overrides)
+        tokens = options.pop("tokens")
+        connections = options.pop("connections")
+        put_attempts = options.pop("put_attempts", DEFAULT_PUT_ATTEMPTS)
+        options["repository"] = ConnectionRepository(
+            items=connections, secrets=tokens, clock=self.clock, put_attempts=put_attempts
+        )
         return RefreshEngine(**options)
 
     def vending(self, *, wait_seconds: float = 2.0, **engine_overrides: Any) -> VendingService:
         return VendingService(
-            tokens=self.tokens,
-            connections=self.connections,
+            repository=self.repository(),
             refresher=self.engine(**engine_overrides),
             clock=self.clock,
             wait_seconds=wait_seconds,
             events=self.events,
         )
+
+    def repository(self) -> ConnectionRepository:
+        return ConnectionRepository(items=self.connections, secrets=self.tokens, clock=self.clock)
 
     def sweeper(self) -> Sweeper:
         return Sweeper(connections=self.connections, sqs=self.sqs, queue_url=self.queue_url, clock=self.clock)

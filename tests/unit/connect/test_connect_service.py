@@ -37,6 +37,7 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, ConnectionStatus, StoredToken
 from tokenbroker.providers import Catalog, Provider
 from tokenbroker.redaction import SECRETS
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.settings import ConfigurationError
 from tokenbroker.stores.onetime import (
     MAX_LOGIN_ATTEMPTS,
@@ -351,8 +352,7 @@ def world(tmp_path: Any) -> World:
     service = ConnectService(
         catalog=catalog,
         onetime=onetime,  # type: ignore[arg-type]
-        tokens=tokens,  # type: ignore[arg-type]
-        connections=connections,  # type: ignore[arg-type]
+        repository=ConnectionRepository(items=connections, secrets=tokens, clock=clock),  # type: ignore[arg-type]
         providers=providers.__getitem__,
         events=events,
         clock=clock,

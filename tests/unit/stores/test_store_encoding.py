@@ -9,7 +9,6 @@ from collections import Counter
 import pytest
 from tokenbroker.errors import InvalidInput
 from tokenbroker.keys import ConnectionKey
-from tokenbroker.models import ConnectionStatus
 from tokenbroker.stores._dynamo import Expression, decode_cursor, encode_cursor, get_n, n
 from tokenbroker.stores.connections import due_shard
 from tokenbroker.stores.tokens import TokenStore
@@ -23,21 +22,25 @@ def token_store(stage: str = "dev") -> TokenStore:
 
 def test_client_request_token_is_deterministic_and_valid_for_secrets_manager() -> None:
     store = token_store()
-    token = store.client_request_token(KEY, 7, ConnectionStatus.ACTIVE)
-    assert token == token_store().client_request_token(KEY, 7, ConnectionStatus.ACTIVE)
+    token = store.client_request_token(KEY, 7)
+    assert token == token_store().client_request_token(KEY, 7)
     assert 32 <= len(token) <= 64
 
 
-def test_client_request_token_differs_by_generation_status_stage_and_key() -> None:
+def test_client_request_token_differs_by_generation_stage_and_key() -> None:
     store = token_store()
     tokens = {
-        store.client_request_token(KEY, 7, ConnectionStatus.ACTIVE),
-        store.client_request_token(KEY, 8, ConnectionStatus.ACTIVE),
-        store.client_request_token(KEY, 7, ConnectionStatus.NEEDS_REAUTH),
-        token_store("prod").client_request_token(KEY, 7, ConnectionStatus.ACTIVE),
-        store.client_request_token(ConnectionKey("worksection", "other"), 7, ConnectionStatus.ACTIVE),
+        store.client_request_token(KEY, 7),
+        store.client_request_token(KEY, 8),
+        token_store("prod").client_request_token(KEY, 7),
+        store.client_request_token(ConnectionKey("worksection", "other"), 7),
     }
-    assert len(tokens) == 5
+    assert len(tokens) == 4
+
+
+def test_every_write_of_one_generation_competes_for_one_version_whatever_its_status() -> None:
+    """A needs_reauth mark and the re-connect it races write the same next generation: one wins."""
+    assert token_store().client_request_token(KEY, 7) == token_store().client_request_token(KEY, 7)
 
 
 def test_secret_names_follow_the_design() -> None:

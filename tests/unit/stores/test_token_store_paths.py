@@ -41,7 +41,7 @@ def put_params(store: TokenStore) -> dict[str, object]:
     return {
         "SecretId": NAME,
         "SecretString": STORED.to_json(),
-        "ClientRequestToken": store.client_request_token(KEY, 3, STORED.status),
+        "ClientRequestToken": store.client_request_token(KEY, 3),
     }
 
 

@@ -25,8 +25,10 @@ module.services()
 from tests.unit.vending.apigw import iam_event, invoke
 from tests.unit.vending.fakes import FakeConnections, FakeRefresher, FakeTokens, Result, stored
 from tokenbroker.clock import SystemClock
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.vending import VendingService
-vending = VendingService(tokens=FakeTokens(stored()), connections=FakeConnections(),
+repository = ConnectionRepository(items=FakeConnections(), secrets=FakeTokens(stored()), clock=SystemClock())
+vending = VendingService(repository=repository,
                          refresher=FakeRefresher(Result("refreshed")), clock=SystemClock(), wait_seconds=1)
 module.use_services(module.Services(vending=vending, connect=None))
 assert invoke(module, iam_event("GET", "/tokens/worksection/acme-1")).status == 200

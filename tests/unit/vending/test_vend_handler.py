@@ -16,6 +16,7 @@ from tokenbroker.clock import ManualClock
 from tokenbroker.errors import InvalidInput, TransientProviderError
 from tokenbroker.events import EventType, MemorySink
 from tokenbroker.models import ConnectionStatus
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.vending import VendingService
 
 from tests.support.handlers import load_function
@@ -114,8 +115,7 @@ def world(
     events = MemorySink()
     connect = FakeConnect()
     vending = VendingService(
-        tokens=tokens,
-        connections=connections,
+        repository=ConnectionRepository(items=connections, secrets=tokens, clock=ManualClock(NOW)),
         refresher=refresher,
         clock=ManualClock(NOW),
         wait_seconds=1,

@@ -18,6 +18,7 @@ from tokenbroker.errors import (
 from tokenbroker.events import EventType, MemorySink
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import ConnectionStatus, StoredToken
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.vending import VendingService, needs_refresh, validate_min_ttl
 
 from tests.unit.vending.fakes import (
@@ -49,8 +50,7 @@ def service(
 ) -> tuple[VendingService, ManualClock]:
     clock = ManualClock(NOW)
     vending = VendingService(
-        tokens=tokens,
-        connections=connections or FakeConnections(),
+        repository=ConnectionRepository(items=connections or FakeConnections(), secrets=tokens, clock=clock),
         refresher=refresher or FakeRefresher(Result("refreshed")),
         clock=clock,
         wait_seconds=wait_seconds,
