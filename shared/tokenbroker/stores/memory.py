@@ -7,9 +7,6 @@ pending label, deletion with a recovery window). Each operation runs under one l
 serialises the writes to one item. Unit tests, benchmarks and the model-based test run the
 ``ConnectionRepository`` on these instead of moto; tests/integration/stores runs both backends
 through the same contract tests.
-
-``fail_next`` injects a crash in front of any primitive (the model-based test's "crash between any
-two steps"): the call raises ``SimulatedCrash`` and changes nothing.
 """
 
 from __future__ import annotations
@@ -26,24 +23,6 @@ from tokenbroker.keys import ConnectionKey, validate_provider_name
 from tokenbroker.models import Attempt, Connection, ConnectionStatus, LastError, Lease, StoredToken
 from tokenbroker.stores.connections import DEFAULT_DUE_SHARDS, MAX_PAGE_SIZE, ConnectionPage
 from tokenbroker.stores.tokens import PENDING_STAGE, GenerationConflict, validate_stage
-
-
-class SimulatedCrash(Exception):
-    """A process that died in front of this call (tests): nothing was written."""
-
-
-class _Faults:
-    def __init__(self) -> None:
-        self._next: dict[str, int] = {}
-
-    def fail_next(self, operation: str, times: int = 1) -> None:
-        self._next[operation] = self._next.get(operation, 0) + times
-
-    def check(self, operation: str) -> None:
-        if self._next.get(operation, 0) > 0:
-            self._next[operation] -= 1
-            raise SimulatedCrash(f"crash before {operation}")
-
 
 # --- the connection item -----------------------------------------------------------------------
 
@@ -95,12 +74,10 @@ class MemoryConnectionStore:
         self._shards = due_shards
         self._items: dict[ConnectionKey, _Item] = {}
         self._lock = threading.RLock()
-        self.faults = _Faults()
-        self.calls = 0
+        self.calls = 0  # primitives called (the in-memory "AWS calls")
 
-    def _enter(self, operation: str) -> None:
+    def _enter(self, _operation: str) -> None:
         self.calls += 1
-        self.faults.check(operation)
 
     # --- reads ---------------------------------------------------------------------------------
 
@@ -363,13 +340,11 @@ class MemoryTokenStore:
         self._stage = validate_stage(stage)
         self._secrets: dict[ConnectionKey, _Secret] = {}
         self._lock = threading.RLock()
-        self.faults = _Faults()
-        self.calls = 0
-        self.writes = 0
+        self.calls = 0  # primitives called (the in-memory "AWS calls")
+        self.writes = 0  # versions written (the in-memory PutSecretValue count)
 
-    def _enter(self, operation: str) -> None:
+    def _enter(self, _operation: str) -> None:
         self.calls += 1
-        self.faults.check(operation)
 
     def secret_name(self, key: ConnectionKey) -> str:
         return f"tokenbroker/{self._stage}/{key.provider}/{key.connection_id}"
