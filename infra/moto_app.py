@@ -37,5 +37,30 @@ class AtomicServices:
         return result
 
 
+def refuse_writes_to_deleted_secrets() -> None:
+    """Make moto's Secrets Manager refuse PutSecretValue on a secret scheduled for deletion, as AWS
+    does ("marked for deletion", InvalidRequestException). moto accepts the write and leaves the
+    secret deleted, which hides the restore-then-write path a re-connect after a disconnect needs
+    (found by the model-based test on moto). Idempotent; patches the class once per process."""
+    from moto.secretsmanager.exceptions import InvalidRequestException  # noqa: PLC0415
+    from moto.secretsmanager.models import SecretsManagerBackend  # noqa: PLC0415
+
+    original = SecretsManagerBackend.put_secret_value
+    if getattr(original, "refuses_deleted", False):
+        return
+
+    def put_secret_value(self: Any, secret_id: str, *args: Any, **kwargs: Any) -> Any:
+        secret = self.secrets.get(secret_id) if self._is_valid_identifier(secret_id) else None
+        if secret is not None and getattr(secret, "is_deleted", lambda: False)():
+            raise InvalidRequestException(
+                "You can't perform this operation on the secret because it was marked for deletion."
+            )
+        return original(self, secret_id, *args, **kwargs)
+
+    put_secret_value.refuses_deleted = True  # type: ignore[attr-defined]  # a marker on a function object
+    SecretsManagerBackend.put_secret_value = put_secret_value  # type: ignore[method-assign]  # the patch itself
+
+
 def moto_wsgi_app(atomic_prefixes: tuple[str, ...] = ATOMIC_TARGET_PREFIXES) -> AtomicServices:
+    refuse_writes_to_deleted_secrets()
     return AtomicServices(DomainDispatcherApplication(create_backend_app), atomic_prefixes)

@@ -16,6 +16,7 @@ from moto import mock_aws
 from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
 
+from infra.moto_app import refuse_writes_to_deleted_secrets
 from tests.support.aws import MotoServer, clients_for, new_table, running, use_fake_aws_environment
 
 pytest_plugins = ["tests.logscan_plugin"]  # fails the run when a secret reaches a log line
@@ -25,7 +26,9 @@ use_fake_aws_environment()
 
 @pytest.fixture
 def mocked_aws() -> Iterator[None]:
-    """moto in-process for the duration of one test (fresh, empty account)."""
+    """moto in-process for the duration of one test (fresh, empty account), as faithful to AWS as
+    the shared moto app (writes to a secret scheduled for deletion are refused)."""
+    refuse_writes_to_deleted_secrets()
     with mock_aws():
         yield
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import (
     ConnectionNotFound,
@@ -51,6 +51,8 @@ from tokenbroker.tokens import TokenSet, UserInfo
 from tokenbroker.vending import VendingService
 
 KEY = ConnectionKey("modelprov", "c1")
+# The steps of a refresh where a crash or another caller can come in: store.primitive.
+STEPS = ("secrets.get", "secrets.put", "items.commit_refresh", "items.mark_needs_reauth", "items.record_failure")
 LEASE = 60.0
 LIFETIME = 3600
 
@@ -71,6 +73,7 @@ class ModelProvider(Provider):
     live: str | None = None  # the refresh token the provider honours now
     serial: Iterator[int] = field(default_factory=itertools.count)
     presented: dict[str, int] = field(default_factory=dict)  # refresh token -> disturbances seen then
+    delivered: set[str] = field(default_factory=set)  # refresh tokens a caller received (and kept going)
     disturbances: int = 0
     lose_next_answer: bool = False
     on_the_wire: list[Callable[[], None]] = field(default_factory=list)
@@ -81,6 +84,10 @@ class ModelProvider(Provider):
         self.live = f"rt-{n:04d}"
         now = int(self.clock.now())
         return TokenSet(f"at-{n:04d}", "bearer", now + LIFETIME, now, self.live, ("all",))
+
+    def deliver(self, token: TokenSet) -> TokenSet:
+        self.delivered.add(token.refresh_token or "")
+        return token
 
     def refresh(self, token: TokenSet) -> TokenSet:
         presented = token.refresh_token or ""
@@ -95,7 +102,7 @@ class ModelProvider(Provider):
         if self.lose_next_answer:
             self.lose_next_answer = False
             raise OutcomeUnknown("the answer was lost", provider=self.name)
-        return answer
+        return self.deliver(answer)
 
     def _wire(self) -> None:
         while self.on_the_wire:
@@ -120,11 +127,13 @@ class ModelProvider(Provider):
 
 
 class Crashing:
-    """A store whose next call of ``operation`` dies first (the wrapped store is not called)."""
+    """A store whose next call of ``armed`` dies first (the wrapped store is not called), or runs
+    ``meanwhile`` first (another process acting between two steps of this one)."""
 
     def __init__(self, inner: object) -> None:
         self._inner = inner
         self.armed: str | None = None
+        self.meanwhile: tuple[str, Callable[[], None]] | None = None
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._inner, name)
@@ -135,6 +144,10 @@ class Crashing:
             if self.armed == name:
                 self.armed = None
                 raise SimulatedCrash(f"died before {name}")
+            if self.meanwhile is not None and self.meanwhile[0] == name:
+                _, action = self.meanwhile
+                self.meanwhile = None
+                action()
             return attribute(*args, **kwargs)
 
         return call
@@ -196,7 +209,7 @@ class RefreshMachine(RuleBasedStateMachine):
 
     def connect(self) -> None:
         """A completed connect flow (what ConnectService saves): a new grant, current at once."""
-        token = self.s.provider.issue()
+        token = self.s.provider.deliver(self.s.provider.issue())
         due = token.expires_at - 300
         self.s.repository.save_connected(
             KEY, token, metadata={}, scopes=token.scopes, login=None, schedule=Schedule(token.expires_at, None, due)
@@ -206,12 +219,15 @@ class RefreshMachine(RuleBasedStateMachine):
 
     @contextmanager
     def disturbed(self) -> Iterator[None]:
-        """Something goes wrong in here: presenting a refresh token again is allowed afterwards."""
+        """Something goes wrong in here (a crash, a lost answer): presenting a refresh token again
+        is allowed afterwards, and a token handed to the dead process is lost with it."""
+        delivered = set(self.s.provider.delivered)
         try:
             with suppress(SimulatedCrash):
                 yield
         finally:
             self.s.provider.disturbances += 1
+            self.s.provider.delivered = delivered
 
     def quietly(self, operation: Callable[[], object]) -> None:
         """Run an operation as a caller would: outcomes and answered errors are fine."""
@@ -232,6 +248,10 @@ class RefreshMachine(RuleBasedStateMachine):
         self.quietly(lambda: self.s.engine.refresh(KEY))
 
     # --- rules ----------------------------------------------------------------------------------
+
+    @initialize()
+    def a_user_connects(self) -> None:
+        self.connect()
 
     @rule()
     def connect_or_reconnect(self) -> None:
@@ -279,15 +299,10 @@ class RefreshMachine(RuleBasedStateMachine):
         self.s.provider.lose_next_answer = False
 
     @precondition(lambda self: self.connected_at is not None)
-    @rule(
-        store=st.sampled_from(["items", "secrets"]),
-        operation=st.sampled_from(
-            ["acquire_lease", "get", "put", "commit_refresh", "mark_needs_reauth", "record_failure", "release"]
-        ),
-        forced=st.booleans(),
-    )
-    def a_worker_dies(self, store: str, operation: str, forced: bool) -> None:
-        """A refresh dies in front of one primitive; its lease is left to expire."""
+    @rule(step=st.sampled_from(STEPS), forced=st.booleans())
+    def a_worker_dies(self, step: str, forced: bool) -> None:
+        """A refresh dies in front of one of its steps; its lease is left to expire."""
+        store, operation = step.split(".")
         crashing: Crashing = getattr(self.s, store)
         crashing.armed = operation
         with self.disturbed():
@@ -296,16 +311,19 @@ class RefreshMachine(RuleBasedStateMachine):
             )
         crashing.armed = None
 
-    @precondition(lambda self: self.connected_at is not None)
-    @rule(others=st.lists(st.sampled_from(["reconnect", "scheduled", "compare", "vend"]), min_size=1, max_size=3))
-    def a_late_worker(self, others: list[str]) -> None:
-        """A refresh whose provider call outlives its lease: others act meanwhile, then it writes."""
-        actions: dict[str, Callable[[], None]] = {
+    def actions(self) -> dict[str, Callable[[], None]]:
+        return {
             "reconnect": self.connect,
             "scheduled": self.scheduled,
             "compare": self.compare_and_refresh,
             "vend": lambda: self.vend(3000),
         }
+
+    @precondition(lambda self: self.connected_at is not None)
+    @rule(others=st.lists(st.sampled_from(["reconnect", "scheduled", "compare", "vend"]), min_size=1, max_size=3))
+    def a_late_worker(self, others: list[str]) -> None:
+        """A refresh whose provider call outlives its lease: others act meanwhile, then it writes."""
+        actions = self.actions()
 
         def meanwhile() -> None:
             self.s.clock.advance(LEASE + 1)
@@ -314,9 +332,22 @@ class RefreshMachine(RuleBasedStateMachine):
                 actions[name]()
 
         self.s.provider.on_the_wire.append(meanwhile)
-        with self.disturbed():
-            self.quietly(lambda: self.s.engine.refresh(KEY, reason="vend", should_refresh=lambda _: True))
+        self.quietly(lambda: self.s.engine.refresh(KEY, reason="vend", should_refresh=lambda _: True))
         self.s.provider.on_the_wire.clear()
+
+    @precondition(lambda self: self.connected_at is not None)
+    @rule(
+        step=st.sampled_from(STEPS),
+        other=st.sampled_from(["reconnect", "compare", "vend"]),
+    )
+    def someone_acts_between_two_steps(self, step: str, other: str) -> None:
+        """A refresh runs; right before one of its reads or writes another caller acts (a user
+        re-connecting, a consumer's compare-and-refresh). No lease expiry: the lease must hold."""
+        store, operation = step.split(".")
+        crashing: Crashing = getattr(self.s, store)
+        crashing.meanwhile = (operation, self.actions()[other])
+        self.quietly(lambda: self.s.engine.refresh(KEY, reason="vend", should_refresh=lambda _: True))
+        crashing.meanwhile = None
 
     # --- invariants -------------------------------------------------------------------------------
 
@@ -347,27 +378,28 @@ class RefreshMachine(RuleBasedStateMachine):
             self.settle_and_check()
 
     def settle_and_check(self) -> None:
-        """Leases and backoffs run out, the item adopts its secret, one refresh concludes."""
+        """Run the system as the scheduler would until it is quiet: leases and backoffs run out and
+        whatever the due index holds is refreshed when it falls due. Then check the end state."""
         s = self.s
-        for _ in range(3):
-            s.clock.advance(3 * LEASE)
+        s.clock.advance(3 * LEASE)
+        for _ in range(4):
             item = s.repository.get(KEY)
-            waiting = item is not None and item.failures and item.next_refresh_at is not None
-            if waiting and item is not None and item.next_refresh_at is not None:
-                s.clock.advance(max(0.0, item.next_refresh_at - s.clock.now()))
-            self.quietly(lambda: s.engine.refresh(KEY, reason="settle", should_refresh=lambda _: False))
+            if item is None or KEY not in set(s.repository.due(float("inf"))):
+                break
+            # Wait for the schedule: the item's own time and the token's refresh-ahead point.
+            target = max(item.next_refresh_at or 0.0, s.repository.token(KEY).token.expires_at - 300.0)
+            s.clock.advance(max(0.0, target - s.clock.now()))
+            self.scheduled()
+            s.clock.advance(3 * LEASE)
         item, secret = s.repository.get(KEY), s.repository.token(KEY)
         assert item is not None
         assert (item.generation, item.status) == (secret.generation, secret.status), (item, secret)
-        if secret.status is ConnectionStatus.ACTIVE and secret.token.refresh_token != s.provider.live:
-            # Our grant died (revoked, or rotated by an answer we lost): one refresh must say so.
-            self.quietly(lambda: s.engine.refresh(KEY, reason="settle", should_refresh=lambda _: True))
-            item, secret = s.repository.get(KEY), s.repository.token(KEY)
-            assert item is not None
+        live = s.provider.live
         if secret.status is ConnectionStatus.ACTIVE:
-            assert secret.token.refresh_token == s.provider.live, "an active connection holds a dead grant"
+            assert secret.token.refresh_token == live, "an active connection holds a dead grant"
         else:
-            assert secret.status is ConnectionStatus.NEEDS_REAUTH
+            assert secret.status is ConnectionStatus.NEEDS_REAUTH, secret.status
+            assert live is None or live not in s.provider.delivered, "needs_reauth hides a live grant we received"
             assert self.connected_at is not None
             since = s.events.events[self.connected_at :]
             assert any(e.type is EventType.CONNECTION_NEEDS_REAUTHORIZATION for e in since), "needs_reauth untold"

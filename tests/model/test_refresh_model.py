@@ -14,7 +14,7 @@ from tokenbroker.repository import ConnectionRepository
 
 from tests.model.refresh_model import RefreshMachine
 
-EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "150"))
+EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "1500"))
 
 
 class InMemoryRefresh(RefreshMachine):
@@ -25,7 +25,7 @@ class InMemoryRefresh(RefreshMachine):
 
 InMemoryRefresh.TestCase.settings = settings(
     max_examples=EXAMPLES,
-    stateful_step_count=25,
+    stateful_step_count=int(os.environ.get("MODEL_STEPS", "12")),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
