@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from tokenbroker.clock import Clock
 from tokenbroker.errors import (
     AccountProblem,
+    ConfigurationError,
     ConnectSessionExpired,
     ConnectSessionNotCompleted,
     EndUserMismatch,
@@ -61,7 +62,6 @@ from tokenbroker.providers.registry import ProviderResolver
 from tokenbroker.redaction import remember_secret
 from tokenbroker.return_urls import ReturnUrlPolicy, origin_of, parse_strict, with_query
 from tokenbroker.schedule import next_refresh_at
-from tokenbroker.settings import ConfigurationError
 from tokenbroker.stores.connections import ConnectionStore
 from tokenbroker.stores.onetime import (
     MAX_LOGIN_ATTEMPTS,

@@ -6,12 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tokenbroker.errors import TokenBrokerError
+# Re-exported: functions/callback/app.py still imports it from here.
+from tokenbroker.errors import ConfigurationError
 
-
-class ConfigurationError(TokenBrokerError):
-    code = "configuration_error"
-
+__all__ = ["DEFAULT_APP_NAME", "ConfigurationError", "Settings"]
 
 # What the pages call the application when the stack names none (AppName is required on AWS).
 DEFAULT_APP_NAME = "the application"

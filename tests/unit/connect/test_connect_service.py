@@ -23,6 +23,7 @@ from tokenbroker.connect import (
     SessionNotFound,
 )
 from tokenbroker.errors import (
+    ConfigurationError,
     EndUserMismatch,
     InvalidInput,
     InvalidUserCredentials,
@@ -37,7 +38,6 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, ConnectionStatus, StoredToken
 from tokenbroker.providers import Catalog, Provider
 from tokenbroker.redaction import SECRETS
-from tokenbroker.settings import ConfigurationError
 from tokenbroker.stores.onetime import (
     MAX_LOGIN_ATTEMPTS,
     MAX_RESET_REQUESTS,
