@@ -87,7 +87,7 @@ ShouldRefresh = Callable[[StoredToken], bool]
 
 # How early a scheduled refresh may run: the sweep's query horizon (it enqueues what falls due
 # before its next run). schedule.is_due clamps it for short-lived tokens.
-DEFAULT_SCHEDULE_SLACK = 300.0
+DEFAULT_SCHEDULE_SLACK = schedule.DEFAULT_POLICY.slack
 # Tries of the secret write after the provider answered (the token exists nowhere else).
 DEFAULT_PUT_ATTEMPTS = 5
 PUT_RETRY_BASE = 0.25

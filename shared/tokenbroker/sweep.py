@@ -30,6 +30,7 @@ from tokenbroker.events import SOURCE, DomainEvent, EventSink
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.observability import logger
 from tokenbroker.refresh import RefreshResult
+from tokenbroker.schedule import DEFAULT_POLICY
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 MAX_BATCH = 10  # SendMessageBatch and PutEvents both take at most 10 entries
-# Must match the engine's schedule slack: what the sweep enqueues early, the engine accepts.
-DEFAULT_HORIZON = 300.0
+# Deployments pass SchedulePolicy.horizon (wiring.py); the engine's slack is the same number.
+DEFAULT_HORIZON = DEFAULT_POLICY.horizon
 DEFAULT_MAX_MESSAGES = 10_000
 SEND_ATTEMPTS = 3
 SEND_RETRY_DELAY = 0.2

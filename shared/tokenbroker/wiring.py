@@ -134,6 +134,7 @@ class Runtime:
             clock=self.clock,
             lease_seconds=self.settings.lease_seconds,
             catalog=self.catalog,
+            schedule_slack=self.settings.schedule.slack,
         )
 
     @property
@@ -177,7 +178,7 @@ class Runtime:
                 sqs=self.sqs,
                 queue_url=queue_url,
                 clock=self.clock,
-                horizon=self.settings.sweep_horizon_seconds,
+                horizon=self.settings.schedule.horizon,
                 max_messages=self.settings.sweep_max_messages,
             ),
         )
