@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tokenbroker.clock import Clock
 from tokenbroker.errors import ConnectionNotFound, InvalidInput
 from tokenbroker.events import SOURCE, DomainEvent, EventSink
-from tokenbroker.keys import ConnectionKey
+from tokenbroker.keys import ConnectionKey, validate_connection_id, validate_provider_name
 from tokenbroker.observability import logger
 from tokenbroker.refresh import RefreshResult
 from tokenbroker.schedule import DEFAULT_POLICY
@@ -82,7 +82,10 @@ class RefreshMessage:
             raise InvalidInput("refresh message is not JSON") from None
         if not isinstance(data, Mapping):
             raise InvalidInput("refresh message must be a JSON object")
-        key = ConnectionKey(data.get("provider"), data.get("connection_id"))  # type: ignore[arg-type]
+        # The validators narrow JSON's Any to str (ConnectionKey checks again: cheap, and keeps one rule).
+        key = ConnectionKey(
+            validate_provider_name(data.get("provider")), validate_connection_id(data.get("connection_id"))
+        )
         due_at = data.get("due_at", 0.0)
         if isinstance(due_at, bool) or not isinstance(due_at, int | float) or not math.isfinite(due_at):
             raise InvalidInput("due_at must be a number", field="due_at")
