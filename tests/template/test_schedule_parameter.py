@@ -4,6 +4,7 @@ refuses at deploy time exactly what the functions would refuse at their first in
 from __future__ import annotations
 
 import re
+from functools import cache
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ FUNCTION = "AWS::Lambda::Function"
 SCHEDULED = {"RefreshSweepFunction", "RefreshWorkerFunction", "VendFunction"}
 
 
+@cache  # parsing template.yaml per generated example would blow hypothesis's deadline
 def parameter() -> dict[str, Any]:
     value: dict[str, Any] = load()["Parameters"]["RefreshSchedule"]
     return value
