@@ -12,6 +12,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tokenbroker.schedule import DEFAULT_POLICY
+
 SECONDS_PER_MONTH = 30 * 86_400
 # Refresh-ahead (design.md): next refresh = expires_at - max(5 min, 10 % of the lifetime).
 REFRESH_AHEAD_MIN = 300.0
@@ -47,7 +49,7 @@ class Workload:
     vends_per_connection_per_month: float = 720.0  # one vend an hour
     token_lifetime_seconds: float = 86_400.0  # Worksection access tokens live a day
     on_demand_refresh_share: float = 0.0  # refresh-ahead keeps vended tokens fresh
-    sweeps_per_month: float = SECONDS_PER_MONTH / 300  # RefreshSchedule rate(5 minutes)
+    sweeps_per_month: float = SECONDS_PER_MONTH / DEFAULT_POLICY.interval  # RefreshSchedule's default
     providers: int = 2  # one app-credentials secret each
     memory_gb: float = 0.5  # template.yaml MemorySize 512
     vend_duration_seconds: float = 0.03

@@ -39,8 +39,8 @@ def _port(text: str) -> int:
 
 def _app_name(text: str) -> str:
     """Refused here as a deployed stack would refuse it, rather than pages falling back to no name."""
+    from tokenbroker.errors import ConfigurationError  # noqa: PLC0415
     from tokenbroker.pages import Branding  # noqa: PLC0415 - only when the flag is given
-    from tokenbroker.settings import ConfigurationError  # noqa: PLC0415
 
     try:
         return Branding.of(text, None, None).app_name

@@ -21,6 +21,7 @@ import boto3
 import yaml
 from botocore.config import Config
 from tokenbroker.cli import LOCAL_ACCESS_KEY_ID_ENV, LOCAL_DEFAULTS, LOCAL_REGION_ENV, LOCAL_SECRET_ACCESS_KEY_ENV
+from tokenbroker.schedule import SchedulePolicy
 
 from infra.localstack.functions import LambdaHandler, load_handler
 from infra.localstack.gateway import Gateway, bind_routes
@@ -133,6 +134,8 @@ class LocalStack:
         log: TextIO | None = None,
     ) -> None:
         self.options = options
+        # --sweep-interval is the local schedule: the handlers build the same SchedulePolicy from it.
+        self._schedule = SchedulePolicy(options.sweep_interval)
         self._environ = os.environ if environ is None else environ
         self._log = log
         self.credentials = local_credentials(self._environ)
@@ -369,8 +372,9 @@ class LocalStack:
                 "TABLE_NAME": table_name,
                 "ALLOWED_RETURN_URLS": ",".join(self.options.allowed_return_urls),
                 "PUBLIC_BASE_URL": api_url,
-                # The sweep enqueues what falls due before the next sweep: locally that is seconds away.
-                "SWEEP_HORIZON_SECONDS": str(self.options.sweep_interval),
+                # The same policy as on AWS, fed the local interval (seconds: no rate() is that short);
+                # it wins over the template's REFRESH_SCHEDULE, and horizon and slack derive from it.
+                "REFRESH_INTERVAL_SECONDS": repr(self._schedule.interval),
             }
         )
         if self.resources.buses:
@@ -408,7 +412,7 @@ class LocalStack:
             scheduler = Scheduler(
                 topology.functions[schedule.function],
                 self._handler(topology, handlers, schedule.function),
-                interval=self.options.sweep_interval,
+                interval=self._schedule.interval,
                 region=self.credentials.region,
                 account_id=self.credentials.account_id,
             )

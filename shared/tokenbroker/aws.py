@@ -127,6 +127,8 @@ class AwsClients:
             if existing is not None:
                 return existing
             # boto3.Session.client is not safe to call concurrently, hence inside the lock.
+            # The ignore stays: boto3-stubs types Session.client only per literal service name,
+            # and this one is a runtime str; the ignore is narrower than casting the session to Any.
             created: BaseClient = self._session.client(  # type: ignore[call-overload]
                 service_name, config=self._config, endpoint_url=self._endpoint_url
             )

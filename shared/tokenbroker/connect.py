@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from tokenbroker.clock import Clock
 from tokenbroker.errors import (
     AccountProblem,
+    ConfigurationError,
     ConnectSessionExpired,
     ConnectSessionNotCompleted,
     EndUserMismatch,
@@ -62,7 +63,6 @@ from tokenbroker.redaction import remember_secret
 from tokenbroker.repository import ConnectionRepository, Schedule
 from tokenbroker.return_urls import ReturnUrlPolicy, origin_of, parse_strict, with_query
 from tokenbroker.schedule import next_refresh_at
-from tokenbroker.settings import ConfigurationError
 from tokenbroker.stores.onetime import (
     MAX_LOGIN_ATTEMPTS,
     MAX_RESET_REQUESTS,

@@ -23,6 +23,12 @@ class TokenBrokerError(Exception):
         self.return_to: str | None = None
 
 
+class ConfigurationError(TokenBrokerError):
+    """The deployment's settings are wrong (environment, template parameters): fix them, not the request."""
+
+    code = "configuration_error"
+
+
 # --- caller errors ---------------------------------------------------------------------------
 
 

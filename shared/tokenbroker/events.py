@@ -13,6 +13,7 @@ from tokenbroker.observability import logger
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_events.type_defs import PutEventsRequestEntryTypeDef
 
 SOURCE = "tokenbroker"
 
@@ -36,8 +37,16 @@ class DomainEvent:
     reason: str | None = None
 
     @classmethod
-    def for_key(cls, type_: EventType, key: ConnectionKey, **fields: object) -> DomainEvent:
-        return cls(type_, key.provider, key.connection_id, **fields)  # type: ignore[arg-type]
+    def for_key(
+        cls,
+        type_: EventType,
+        key: ConnectionKey,
+        *,
+        generation: int | None = None,
+        expires_at: int | None = None,
+        reason: str | None = None,
+    ) -> DomainEvent:
+        return cls(type_, key.provider, key.connection_id, generation, expires_at, reason)
 
     def detail(self) -> dict[str, object]:
         return {k: v for k, v in asdict(self).items() if k != "type" and v is not None}
@@ -56,14 +65,14 @@ class EventBridgeSink:
         self._bus_name = bus_name
 
     def publish(self, event: DomainEvent) -> None:
-        entry = {
+        entry: PutEventsRequestEntryTypeDef = {
             "Source": SOURCE,
             "DetailType": str(event.type),
             "Detail": json.dumps(event.detail()),
             "EventBusName": self._bus_name,
         }
         try:
-            answer = self._client.put_events(Entries=[entry])  # type: ignore[list-item]
+            answer = self._client.put_events(Entries=[entry])
         except Exception:  # any failure here must not undo a durable write
             logger.warning("event not published", extra={"event_type": str(event.type)}, exc_info=True)
             return

@@ -33,6 +33,7 @@ from tokenbroker.connect import (
 )
 from tokenbroker.errors import (
     AccountProblem,
+    ConfigurationError,
     ConnectSessionExpired,
     ConnectSessionNotCompleted,
     EndUserMismatch,
@@ -45,7 +46,7 @@ from tokenbroker.errors import (
     UnsupportedOperation,
 )
 from tokenbroker.return_urls import parse_strict
-from tokenbroker.settings import DEFAULT_APP_NAME, ConfigurationError
+from tokenbroker.settings import DEFAULT_APP_NAME
 
 if TYPE_CHECKING:
     from tokenbroker.settings import Settings

@@ -86,7 +86,7 @@ ShouldRefresh = Callable[[StoredToken], bool]
 
 # How early a scheduled refresh may run: the sweep's query horizon (it enqueues what falls due
 # before its next run). schedule.is_due clamps it for short-lived tokens.
-DEFAULT_SCHEDULE_SLACK = 300.0
+DEFAULT_SCHEDULE_SLACK = schedule.DEFAULT_POLICY.slack
 # "Token Refresh Failed" for transient failures: at the Nth consecutive one and every Nth after.
 DEFAULT_FAILURE_EVENT_EVERY = 3
 

@@ -26,12 +26,22 @@ Backoff after a transient failure: exponential with full jitter (AWS Architectur
 
 The sweep runs every few minutes, so these instants are when a connection becomes *eligible*
 again; the actual retry happens at the first sweep after it.
+
+How often the sweep runs is one number, ``SchedulePolicy.interval``, read from the scheduler's
+own expression (``REFRESH_SCHEDULE``, the template's ``RefreshSchedule``). The sweep's horizon and
+the engine's slack are derived from it, so they cannot drift apart: the sweep enqueues what falls
+due before its next run, and the engine accepts exactly that much early.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from tokenbroker.errors import ConfigurationError
 
 MIN_REFRESH_AHEAD = 300.0
 REFRESH_AHEAD_FRACTION = 0.10
@@ -89,12 +99,14 @@ def is_due(
 ) -> bool:
     """Whether a token is due for a scheduled refresh, ``slack`` seconds early at most.
 
-    The slack is what lets the sweep enqueue a little ahead (its query horizon). It is clamped to
-    half the refresh-ahead lead so that a token obtained just now is never due: a duplicated
-    message after a successful refresh then finds nothing to do.
+    The slack is what lets the sweep enqueue ahead (``SchedulePolicy.slack``, its query horizon).
+    It is clamped to half the time a token obtained just now waits until it is due, so such a
+    token is never due: a duplicated message after a successful refresh then finds nothing to do.
     """
-    lead = refresh_ahead(expires_at - obtained_at)
-    slack = min(max(0.0, slack), lead / 2)
+    # Half of what a fresh token waits until it is due, not half the refresh-ahead lead: a sweep
+    # interval longer than the lead (rate(15 minutes), 1-hour tokens) must still get what it enqueues.
+    fresh_wait = next_refresh_at(expires_at, obtained_at, refresh_expires_at, obtained_at) - obtained_at
+    slack = min(max(0.0, slack), fresh_wait / 2)
     return now + slack >= next_refresh_at(expires_at, obtained_at, refresh_expires_at, now)
 
 
@@ -136,3 +148,94 @@ def backoff_until(
 def pause_until(*, now: float, retry_after: float | None = None) -> float:
     """Next look after a configuration or account problem: long enough that nothing storms."""
     return now + max(PROBLEM_PAUSE, min(retry_after or 0.0, 24 * BACKOFF_CAP))
+
+
+# --- the sweep's schedule ----------------------------------------------------------------------
+
+DEFAULT_SCHEDULE_EXPRESSION = "rate(5 minutes)"
+_UNIT_SECONDS = {"minute": 60, "hour": 3_600, "day": 86_400}
+# Exactly what parse_schedule_expression accepts; template.yaml's RefreshSchedule AllowedPattern is
+# this same text (tests/template checks both). Singular unit for 1, plural otherwise, as AWS wants.
+RATE_PATTERN = r"^rate\((1 (minute|hour|day)|([2-9]|[1-9][0-9]+) (minutes|hours|days))\)$"
+_RATE = re.compile(RATE_PATTERN)
+
+
+def parse_schedule_expression(expression: str) -> float:
+    """Seconds between runs of an EventBridge ``rate()`` expression.
+
+    ``cron()`` and ``at()`` are refused: their runs are not evenly spaced (``cron(0 9-17 ? * MON-FRI *)``
+    sleeps all weekend), so no single horizon is both safe and cheap. Use ``rate()``.
+    """
+    match = _RATE.fullmatch(expression)
+    if match is None:
+        if expression.startswith(("cron(", "at(")):
+            raise ConfigurationError(
+                f"REFRESH_SCHEDULE must be a rate() expression, got {expression!r}: cron() and at() runs are"
+                " not evenly spaced, so the sweep cannot know how far ahead to enqueue"
+            )
+        raise ConfigurationError(f"REFRESH_SCHEDULE must look like rate(5 minutes), got {expression!r}")
+    value, unit = expression[len("rate(") : -1].split(" ")
+    return int(value) * _UNIT_SECONDS[unit.removesuffix("s")]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulePolicy:
+    """How often the sweep runs (``interval``, seconds) and what follows from it.
+
+    ``horizon_override`` (``SWEEP_HORIZON_SECONDS``) may widen the sweep's horizon, never narrow
+    it below the interval: a connection due between two runs would then wait a whole extra cycle.
+    """
+
+    interval: float
+    horizon_override: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.interval) and self.interval > 0):
+            raise ConfigurationError(f"the refresh schedule interval must be a positive number, got {self.interval!r}")
+        override = self.horizon_override
+        if override is not None and not (math.isfinite(override) and override >= self.interval):
+            raise ConfigurationError(
+                f"SWEEP_HORIZON_SECONDS ({override:g}) must be at least the schedule interval ({self.interval:g} s):"
+                " connections due between two sweeps would be enqueued a cycle late"
+            )
+
+    @property
+    def horizon(self) -> float:
+        """The sweep enqueues what falls due within this many seconds (before its next run)."""
+        return self.interval if self.horizon_override is None else self.horizon_override
+
+    @property
+    def slack(self) -> float:
+        """How early the engine accepts a scheduled refresh: whatever the sweep enqueued."""
+        return self.horizon
+
+    @classmethod
+    def from_expression(cls, expression: str, *, horizon_override: float | None = None) -> SchedulePolicy:
+        return cls(parse_schedule_expression(expression), horizon_override)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SchedulePolicy:
+        """``REFRESH_SCHEDULE`` (the template passes ``RefreshSchedule``), or ``REFRESH_INTERVAL_SECONDS``.
+
+        The second is for schedulers that have no EventBridge expression and run more often than
+        once a minute (the local stack); when set, it is the interval and the expression is ignored.
+        """
+        override = _seconds(env, "SWEEP_HORIZON_SECONDS")
+        interval = _seconds(env, "REFRESH_INTERVAL_SECONDS")
+        if interval is not None:
+            return cls(interval, override)
+        expression = env.get("REFRESH_SCHEDULE") or DEFAULT_SCHEDULE_EXPRESSION
+        return cls.from_expression(expression, horizon_override=override)
+
+
+DEFAULT_POLICY = SchedulePolicy.from_expression(DEFAULT_SCHEDULE_EXPRESSION)
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float | None:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None

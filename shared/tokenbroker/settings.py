@@ -6,12 +6,11 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from tokenbroker.errors import TokenBrokerError
+# Re-exported: functions/callback/app.py still imports it from here.
+from tokenbroker.errors import ConfigurationError
+from tokenbroker.schedule import DEFAULT_POLICY, SchedulePolicy
 
-
-class ConfigurationError(TokenBrokerError):
-    code = "configuration_error"
-
+__all__ = ["DEFAULT_APP_NAME", "ConfigurationError", "Settings"]
 
 # What the pages call the application when the stack names none (AppName is required on AWS).
 DEFAULT_APP_NAME = "the application"
@@ -48,8 +47,8 @@ class Settings:
     # How long a vend waits for another worker's refresh before answering 503.
     vend_wait_seconds: float = 8.0
     connect_session_seconds: float = 900.0
-    # The sweep enqueues what falls due before its next run: keep equal to the schedule's interval.
-    sweep_horizon_seconds: float = 300.0
+    # How often the sweep runs; the sweep's horizon and the engine's slack both derive from it.
+    schedule: SchedulePolicy = DEFAULT_POLICY
     sweep_max_messages: int = 10_000
     # Records of one SQS batch refreshed side by side by the worker (1 = one after another).
     worker_threads: int = 10
@@ -76,7 +75,7 @@ class Settings:
             lease_seconds=_number(env, "LEASE_SECONDS", 90.0),
             vend_wait_seconds=_number(env, "VEND_WAIT_SECONDS", 8.0),
             connect_session_seconds=_number(env, "CONNECT_SESSION_SECONDS", 900.0),
-            sweep_horizon_seconds=_number(env, "SWEEP_HORIZON_SECONDS", 300.0),
+            schedule=SchedulePolicy.from_env(env),
             sweep_max_messages=int(_number(env, "SWEEP_MAX_MESSAGES", 10_000)),
             worker_threads=max(1, int(_number(env, "WORKER_THREADS", 10))),
             app_name=env.get("APP_NAME") or DEFAULT_APP_NAME,

@@ -27,9 +27,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tokenbroker.clock import Clock
 from tokenbroker.errors import ConnectionNotFound, InvalidInput
 from tokenbroker.events import SOURCE, DomainEvent, EventSink
-from tokenbroker.keys import ConnectionKey
+from tokenbroker.keys import ConnectionKey, validate_connection_id, validate_provider_name
 from tokenbroker.observability import logger
 from tokenbroker.refresh import RefreshResult
+from tokenbroker.schedule import DEFAULT_POLICY
 
 if TYPE_CHECKING:
     from mypy_boto3_events import EventBridgeClient
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs.type_defs import SendMessageBatchRequestEntryTypeDef
 
 MAX_BATCH = 10  # SendMessageBatch and PutEvents both take at most 10 entries
-# Must match the engine's schedule slack: what the sweep enqueues early, the engine accepts.
-DEFAULT_HORIZON = 300.0
+# Deployments pass SchedulePolicy.horizon (wiring.py); the engine's slack is the same number.
+DEFAULT_HORIZON = DEFAULT_POLICY.horizon
 DEFAULT_MAX_MESSAGES = 10_000
 SEND_ATTEMPTS = 3
 SEND_RETRY_DELAY = 0.2
@@ -81,7 +82,10 @@ class RefreshMessage:
             raise InvalidInput("refresh message is not JSON") from None
         if not isinstance(data, Mapping):
             raise InvalidInput("refresh message must be a JSON object")
-        key = ConnectionKey(data.get("provider"), data.get("connection_id"))  # type: ignore[arg-type]
+        # The validators narrow JSON's Any to str (ConnectionKey checks again: cheap, and keeps one rule).
+        key = ConnectionKey(
+            validate_provider_name(data.get("provider")), validate_connection_id(data.get("connection_id"))
+        )
         due_at = data.get("due_at", 0.0)
         if isinstance(due_at, bool) or not isinstance(due_at, int | float) or not math.isfinite(due_at):
             raise InvalidInput("due_at must be a number", field="due_at")

@@ -144,6 +144,7 @@ class Runtime:
             clock=self.clock,
             lease_seconds=self.settings.lease_seconds,
             catalog=self.catalog,
+            schedule_slack=self.settings.schedule.slack,
         )
 
     @property
@@ -187,7 +188,7 @@ class Runtime:
                 sqs=self.sqs,
                 queue_url=queue_url,
                 clock=self.clock,
-                horizon=self.settings.sweep_horizon_seconds,
+                horizon=self.settings.schedule.horizon,
                 max_messages=self.settings.sweep_max_messages,
             ),
         )

@@ -8,22 +8,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
+from tokenbroker.credentials import AppCredentials
 from tokenbroker.errors import UnsupportedOperation
-from tokenbroker.redaction import remember_secret
 from tokenbroker.tokens import TokenSet, UserInfo
 
-
-@dataclass(frozen=True, slots=True)
-class AppCredentials:
-    """The OAuth client registered with a provider. ``repr`` hides the secret."""
-
-    client_id: str
-    client_secret: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        remember_secret(self.client_secret)
+# AppCredentials lives in tokenbroker.credentials (the app-credentials store needs it without the
+# providers); re-exported here and from tokenbroker.providers for existing callers.
+__all__ = ["AppCredentials", "Provider"]
 
 
 class Provider(ABC):

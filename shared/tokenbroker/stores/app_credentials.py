@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Protocol
 from botocore.exceptions import ClientError
 
 from tokenbroker.clock import Clock, SystemClock
+from tokenbroker.credentials import AppCredentials
 from tokenbroker.errors import ProviderConfigurationError
 from tokenbroker.keys import validate_provider_name
-from tokenbroker.providers.base import AppCredentials
 from tokenbroker.stores.tokens import NAME_ROOT, error_code, validate_stage
 
 if TYPE_CHECKING:

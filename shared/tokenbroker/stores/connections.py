@@ -54,6 +54,7 @@ from tokenbroker.stores._dynamo import (
 )
 
 if TYPE_CHECKING:
+    from mypy_boto3_dynamodb.literals import ReturnValueType
     from mypy_boto3_dynamodb.service_resource import Table as TableResource
 
 CONNECTION_PREFIX = "conn#"
@@ -481,7 +482,9 @@ class ConnectionStore:
             return error
         return LastError.from_exception(error, self._clock.now())
 
-    def _update(self, key: ConnectionKey, update: Expression, condition: str, returns: str = "NONE") -> Item:
+    def _update(
+        self, key: ConnectionKey, update: Expression, condition: str, returns: ReturnValueType = "NONE"
+    ) -> Item:
         answer = self._client.update_item(
             TableName=self._table,
             Key=self._key(key),
@@ -489,7 +492,7 @@ class ConnectionStore:
             ConditionExpression=condition,
             ExpressionAttributeNames=update.names,
             ExpressionAttributeValues=update.values,
-            ReturnValues=returns,  # type: ignore[arg-type]
+            ReturnValues=returns,
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
         return answer.get("Attributes", {})
@@ -501,7 +504,7 @@ class ConnectionStore:
         update: Expression,
         *,
         extra_condition: str | None = None,
-        returns: str = "NONE",
+        returns: ReturnValueType = "NONE",
     ) -> Item:
         """Apply ``update`` only while ``owner`` holds the lease (and ``extra_condition`` holds)."""
         condition = f"{update.name('lease_owner')} = {update.value(s(owner))}"

@@ -180,7 +180,7 @@ def test_handlers_build_their_collaborators_from_the_environment(
     monkeypatch.setenv("STAGE", "test")
     monkeypatch.setenv("REFRESH_QUEUE_URL", queue_url)
     monkeypatch.setenv("EVENT_BUS_NAME", "tokenbroker-env")
-    monkeypatch.setenv("SWEEP_HORIZON_SECONDS", "60")
+    monkeypatch.setenv("REFRESH_SCHEDULE", "rate(1 minute)")
     app.use_services(None)
     from tokenbroker.clock import SystemClock  # noqa: PLC0415
     from tokenbroker.stores import ConnectionStore  # noqa: PLC0415
@@ -193,7 +193,7 @@ def test_handlers_build_their_collaborators_from_the_environment(
     store.save_connected(
         ConnectionKey("workly", "env-later"), expires_at=now + 900, refresh_expires_at=None, next_refresh_at=now + 90
     )
-    assert app.sweep_handler({}, FakeContext())["enqueued"] == 1  # horizon 60 s from the environment
+    assert app.sweep_handler({}, FakeContext())["enqueued"] == 1  # horizon 60 s: the schedule from the environment
     services = app.services()
     assert isinstance(services.events, BatchingEventSink)
     assert services.threads == 10  # the deployed worker refreshes a batch's records side by side

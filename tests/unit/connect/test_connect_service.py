@@ -23,6 +23,7 @@ from tokenbroker.connect import (
     SessionNotFound,
 )
 from tokenbroker.errors import (
+    ConfigurationError,
     EndUserMismatch,
     InvalidInput,
     InvalidUserCredentials,
@@ -38,7 +39,6 @@ from tokenbroker.models import Connection, ConnectionStatus, StoredToken
 from tokenbroker.providers import Catalog, Provider
 from tokenbroker.redaction import SECRETS
 from tokenbroker.repository import ConnectionRepository
-from tokenbroker.settings import ConfigurationError
 from tokenbroker.stores.onetime import (
     MAX_LOGIN_ATTEMPTS,
     MAX_RESET_REQUESTS,

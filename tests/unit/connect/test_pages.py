@@ -25,6 +25,7 @@ from tokenbroker.connect import (
 )
 from tokenbroker.errors import (
     AccountProblem,
+    ConfigurationError,
     InvalidInput,
     ProviderConfigurationError,
     ProviderError,
@@ -34,7 +35,7 @@ from tokenbroker.errors import (
     UnknownProvider,
 )
 from tokenbroker.pages import Branding
-from tokenbroker.settings import ConfigurationError, Settings
+from tokenbroker.settings import Settings
 
 EVIL = "<script>alert('x')</script>\"&"
 ACME = Branding.of("Acme CRM", None, None)
