@@ -235,14 +235,13 @@ _BOOL_FIELDS = frozenset({"pkce", "rotates_refresh_token"})
 _DURATION_FIELDS = frozenset({"access_token_ttl", "refresh_token_ttl"})
 _LIST_FIELDS = frozenset({"default_scopes", "account_url_domains"})
 ENTRY_FIELDS = frozenset(f.name for f in fields(CatalogEntry) if f.name not in ("name", "url_templates"))
-# Fields whose default means "not given" (None or empty): the ones a kind may default.
-UNSET_DEFAULTS: dict[str, object] = {
-    f.name: default
+_FIELD_DEFAULTS: dict[str, object] = {
+    f.name: f.default_factory() if f.default_factory is not MISSING else f.default
     for f in fields(CatalogEntry)
     if f.name in ENTRY_FIELDS
-    for default in [f.default_factory() if f.default_factory is not MISSING else f.default]
-    if default is None or default in ((), {}, "")
 }
+# Fields whose default means "not given" (None or empty): the ones a kind may default.
+UNSET_DEFAULTS = {name: value for name, value in _FIELD_DEFAULTS.items() if value in (None, (), {}, "")}
 
 
 def parse_duration(value: object) -> int | None:
