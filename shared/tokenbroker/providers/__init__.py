@@ -2,6 +2,7 @@
 
 ``build_provider(catalog.get("worksection"), credentials)`` is all a handler needs; it gets a
 ``Provider`` whose calls return a normalised ``TokenSet`` or raise a ``ProviderError`` subclass.
+Each quirky provider is one module here that registers its kind (``kinds.register_kind``).
 """
 
 from __future__ import annotations
@@ -16,18 +17,14 @@ from tokenbroker.providers.catalog import (
     CatalogEntry,
     CatalogError,
     ClientAuth,
-    ProviderKind,
 )
+from tokenbroker.providers.kinds import KindSpec, kind_spec, register_kind
 from tokenbroker.providers.oauth2 import OAuth2Provider
 from tokenbroker.providers.pkce import new_pkce_pair, pkce_challenge
+
+# The built-in kinds, imported for their names; a new provider module needs no line here.
 from tokenbroker.providers.workly import WorklyProvider
 from tokenbroker.providers.worksection import WorksectionProvider
-
-PROVIDER_CLASSES: dict[ProviderKind, type[OAuth2Provider]] = {
-    ProviderKind.GENERIC: OAuth2Provider,
-    ProviderKind.WORKLY: WorklyProvider,
-    ProviderKind.WORKSECTION: WorksectionProvider,
-}
 
 
 def build_provider(
@@ -38,7 +35,7 @@ def build_provider(
     clock: Clock | None = None,
 ) -> Provider:
     """The provider for a catalog entry; without ``http`` it shares the process-wide session."""
-    return PROVIDER_CLASSES[entry.kind](entry, credentials, http=http, clock=clock)
+    return kind_spec(entry.kind).provider_class(entry, credentials, http=http, clock=clock)
 
 
 __all__ = [
@@ -49,12 +46,14 @@ __all__ = [
     "CatalogEntry",
     "CatalogError",
     "ClientAuth",
+    "KindSpec",
     "OAuth2Provider",
     "Provider",
-    "ProviderKind",
     "WorklyProvider",
     "WorksectionProvider",
     "build_provider",
+    "kind_spec",
     "new_pkce_pair",
     "pkce_challenge",
+    "register_kind",
 ]

@@ -11,11 +11,12 @@ Every mistake is a ``CatalogError`` naming the file, the provider and the field.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ import yaml
 from tokenbroker.errors import TokenBrokerError, UnknownProvider
 from tokenbroker.keys import PROVIDER_NAME_PATTERN, RESERVED_PROVIDER_NAMES
 from tokenbroker.providers.base import AppCredentials
+from tokenbroker.providers.kinds import GENERIC_KIND, KindSpec, UnknownKind, kind_spec, known_kinds
 from tokenbroker.providers.parsing import split_scopes
 
 PROVIDERS_FILE_ENV = "TOKENBROKER_PROVIDERS_FILE"
@@ -68,14 +70,6 @@ class ClientAuth(enum.StrEnum):
     BASIC = "basic"  # HTTP Basic, RFC 6749 section 2.3.1
 
 
-class ProviderKind(enum.StrEnum):
-    """Which class implements the entry: the generic one, or one with a provider's quirks."""
-
-    GENERIC = "generic"
-    WORKLY = "workly"
-    WORKSECTION = "worksection"
-
-
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
     """One provider, resolved: URLs are absolute, ``refresh_url`` is set, durations are seconds."""
@@ -83,7 +77,7 @@ class CatalogEntry:
     name: str
     token_url: str
     auth_mode: AuthMode = AuthMode.AUTHORIZATION_CODE
-    kind: ProviderKind = ProviderKind.GENERIC
+    kind: str = GENERIC_KIND  # a registered kind (tokenbroker.providers.kinds): the class and its defaults
     display_name: str | None = None
     base_url: str | None = None
     authorize_url: str | None = None
@@ -115,14 +109,28 @@ class CatalogEntry:
                 provider=str(self.name)[:64],
             )
         self._set("auth_mode", _enum(AuthMode, self.auth_mode, self._fail, "auth_mode"))
-        self._set("kind", _enum(ProviderKind, self.kind, self._fail, "kind"))
         self._set("client_auth", _enum(ClientAuth, self.client_auth, self._fail, "client_auth"))
+        self._apply_kind_defaults(self._kind())
         self._resolve_urls()
         self._check_values()
         if self.pkce is None:
             self._set("pkce", self.auth_mode is AuthMode.AUTHORIZATION_CODE)
-        if self.kind is ProviderKind.WORKSECTION and not self.account_url_domains:
-            self._set("account_url_domains", ("worksection.com",))
+
+    def _kind(self) -> KindSpec:
+        if isinstance(self.kind, str):
+            with contextlib.suppress(UnknownKind):
+                return kind_spec(self.kind)  # may import tokenbroker.providers.<kind>
+        raise self._fail(f"must be one of {' | '.join(known_kinds())}", "kind")
+
+    def _apply_kind_defaults(self, kind: KindSpec) -> None:
+        """The kind's defaults fill fields the entry left unset (None or empty)."""
+        for field_name, value in kind.defaults.items():
+            if field_name not in UNSET_DEFAULTS:
+                # Only "unset" is told apart from "set": a kind default for false or 3600 would
+                # silently override an entry that wrote exactly that.
+                raise self._fail(f"kind {kind.name!r} may default only fields that are unset by default", field_name)
+            if getattr(self, field_name) == UNSET_DEFAULTS[field_name]:
+                self._set(field_name, _convert(self.name, field_name, value, self.SOURCE))
 
     def _set(self, name: str, value: object) -> None:
         object.__setattr__(self, name, value)  # frozen: normalising happens once, here
@@ -227,6 +235,13 @@ _BOOL_FIELDS = frozenset({"pkce", "rotates_refresh_token"})
 _DURATION_FIELDS = frozenset({"access_token_ttl", "refresh_token_ttl"})
 _LIST_FIELDS = frozenset({"default_scopes", "account_url_domains"})
 ENTRY_FIELDS = frozenset(f.name for f in fields(CatalogEntry) if f.name not in ("name", "url_templates"))
+_FIELD_DEFAULTS: dict[str, object] = {
+    f.name: f.default_factory() if f.default_factory is not MISSING else f.default
+    for f in fields(CatalogEntry)
+    if f.name in ENTRY_FIELDS
+}
+# Fields whose default means "not given" (None or empty): the ones a kind may default.
+UNSET_DEFAULTS = {name: value for name, value in _FIELD_DEFAULTS.items() if value in (None, (), {}, "")}
 
 
 def parse_duration(value: object) -> int | None:

@@ -1,9 +1,9 @@
 """Failed provider answers -> one ``ProviderError`` subclass, as pure functions of the response.
 
-Three dialects: RFC 6749 (``error``/``error_description``), Worksection (RFC 6749 from
-league/oauth2-server behind a wrapper: HTTP-200 errors, camelCase ``errorDescription``, dead refresh
-tokens reported as ``invalid_request``) and Workly (``{"message", "code"}``). Each dialect falls back
-to the next more general rule, ending with the HTTP status, so every answer gets a kind.
+What every provider shares: RFC 6749 (``error``/``error_description``, including the
+league/oauth2-server habits many PHP servers have), the status-only rules, and the building blocks
+a provider module uses for its own dialect (``workly.py``'s ``{"message", "code"}``). A dialect
+falls back to these more general rules, ending with the HTTP status, so every answer gets a kind.
 
 Messages are built by us from sanitised provider text: control characters removed, anything that
 looks like a token or that we sent as a secret masked, length bounded. Request bodies are never
@@ -22,7 +22,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 from tokenbroker.errors import (
-    AccountProblem,
     InvalidUserCredentials,
     ProviderConfigurationError,
     ProviderError,
@@ -105,12 +104,25 @@ def clean_text(text: object, *, limit: int = MAX_MESSAGE_CHARS) -> str:
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1].rstrip() + "…"
 
 
+def integer_code(value: object) -> int | None:
+    """A numeric error code (``7006``, ``7006.0``, ``"7006"``) as an int, or None; bounded, never a bool."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and abs(value) < 10**9:
+        return value
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal() and len(value.strip()) <= 9:
+        return int(value.strip())
+    return None
+
+
 def sanitize_code(value: object) -> str | None:
     """A provider's error code as a short identifier (``invalid_grant``, ``7006``), or None."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        number = workly_code({"code": value})
+        number = integer_code(value)
         return str(number) if number is not None else None
     if isinstance(value, str):
         code = _CODE_CHARS.sub("", value.strip())[:64]
@@ -168,7 +180,7 @@ def _www_authenticate_error(response: HttpResponse) -> str | None:
     return match.group(1) if match else None
 
 
-def _make(
+def make_error(
     cls: type[ProviderError],
     response: HttpResponse,
     ctx: CallContext,
@@ -176,6 +188,7 @@ def _make(
     *,
     code: str | None = None,
 ) -> ProviderError:
+    """An error of kind ``cls`` worded as "<operation> failed: <detail>", with the answer's Retry-After."""
     return cls(
         f"{ctx.operation.label} failed: {detail}" if detail else f"{ctx.operation.label} failed",
         provider=ctx.provider,
@@ -185,14 +198,15 @@ def _make(
     )
 
 
-def _safe_code(code: str | None, ctx: CallContext) -> str | None:
+def safe_code(code: str | None, ctx: CallContext) -> str | None:
     """A code is echoed verbatim, so it must not be (or contain) a secret a provider reflected back."""
     if code is None:
         return None
     return code if sanitize(code, secrets=ctx.secrets) == code else MASK
 
 
-def _describe(code: str | None, description: str, ctx: CallContext) -> str:
+def describe(code: str | None, description: str, ctx: CallContext) -> str:
+    """``code: description`` with the description sanitised (either part may be missing)."""
     text = sanitize(description, secrets=ctx.secrets)
     if code and text:
         return f"{code}: {text}"
@@ -205,9 +219,9 @@ def _describe(code: str | None, description: str, ctx: CallContext) -> str:
 def classify_transport_level(response: HttpResponse, ctx: CallContext) -> ProviderError | None:
     """What the status alone decides, before looking into the body."""
     if response.status == 429:
-        return _make(TransientProviderError, response, ctx, "rate limited (HTTP 429)", code=None)
+        return make_error(TransientProviderError, response, ctx, "rate limited (HTTP 429)", code=None)
     if 300 <= response.status < 400:
-        return _make(
+        return make_error(
             ProviderConfigurationError,
             response,
             ctx,
@@ -216,11 +230,14 @@ def classify_transport_level(response: HttpResponse, ctx: CallContext) -> Provid
     return None
 
 
-def _not_json(response: HttpResponse, ctx: CallContext) -> ProviderError:
+def not_json_error(response: HttpResponse, ctx: CallContext) -> ProviderError:
+    """An answer that is not a JSON object: a proxy's error page or an outage, so transient."""
     kind = response.content_type or "no content type"
     if not response.body.strip():
         kind = "empty body"
-    return _make(TransientProviderError, response, ctx, f"answer is not a JSON object ({kind}, HTTP {response.status})")
+    return make_error(
+        TransientProviderError, response, ctx, f"answer is not a JSON object ({kind}, HTTP {response.status})"
+    )
 
 
 def classify_by_status(response: HttpResponse, ctx: CallContext, detail: str) -> ProviderError:
@@ -228,12 +245,12 @@ def classify_by_status(response: HttpResponse, ctx: CallContext, detail: str) ->
     status = response.status
     if status in (408, 425, 429) or status >= 500 or status < 300:
         # 2xx here means "no access_token and no recognisable error": a broken answer, try later.
-        return _make(TransientProviderError, response, ctx, detail or f"unexpected answer (HTTP {status})")
+        return make_error(TransientProviderError, response, ctx, detail or f"unexpected answer (HTTP {status})")
     # Any other 4xx without a known error code: our request is wrong. Keep the tokens, alert.
-    return _make(ProviderConfigurationError, response, ctx, detail or f"request rejected (HTTP {status})")
+    return make_error(ProviderConfigurationError, response, ctx, detail or f"request rejected (HTTP {status})")
 
 
-# --- RFC 6749 (generic and Worksection) -------------------------------------------------------------
+# --- RFC 6749 ------------------------------------------------------------------------------------
 
 RFC_REAUTH = frozenset({"invalid_grant", "access_denied", "invalid_token", "expired_token", "consent_required"})
 RFC_CONFIG = frozenset(
@@ -277,129 +294,34 @@ def classify_rfc6749(response: HttpResponse, ctx: CallContext) -> ProviderError:
         return early
     body = response.json_object()
     if body is None:
-        header_code = _safe_code(_www_authenticate_error(response), ctx)
+        header_code = safe_code(_www_authenticate_error(response), ctx)
         if header_code is not None:
             return _from_rfc_code(header_code, "", response, ctx)
-        return _not_json(response, ctx)
-    code = _safe_code(sanitize_code(body.get("error")), ctx)
+        return not_json_error(response, ctx)
+    code = safe_code(sanitize_code(body.get("error")), ctx)
     description = error_description(body)
     if code is None:
-        header_code = _safe_code(_www_authenticate_error(response), ctx)
+        header_code = safe_code(_www_authenticate_error(response), ctx)
         if header_code is not None:
             return _from_rfc_code(header_code, description, response, ctx)
-        return classify_by_status(response, ctx, _describe(None, description, ctx))
+        return classify_by_status(response, ctx, describe(None, description, ctx))
     return _from_rfc_code(code, description, response, ctx)
 
 
 def _from_rfc_code(code: str, description: str, response: HttpResponse, ctx: CallContext) -> ProviderError:
-    detail = _describe(code, description, ctx)
+    detail = describe(code, description, ctx)
     lowered = code.lower()
     if lowered == "invalid_grant" and ctx.operation is Operation.PASSWORD:
         # RFC 6749 5.2: for a password grant the "grant" is the user's login: ask them again.
-        return _make(InvalidUserCredentials, response, ctx, detail, code=code)
+        return make_error(InvalidUserCredentials, response, ctx, detail, code=code)
     if lowered in RFC_REAUTH:
-        return _make(ReauthorizationRequired, response, ctx, detail, code=code)
+        return make_error(ReauthorizationRequired, response, ctx, detail, code=code)
     if lowered == "invalid_request" and describes_dead_grant(description):
-        return _make(ReauthorizationRequired, response, ctx, detail, code=code)
+        return make_error(ReauthorizationRequired, response, ctx, detail, code=code)
     if lowered in RFC_CONFIG:
-        return _make(ProviderConfigurationError, response, ctx, detail, code=code)
+        return make_error(ProviderConfigurationError, response, ctx, detail, code=code)
     if lowered in RFC_TRANSIENT:
-        return _make(TransientProviderError, response, ctx, detail, code=code)
+        return make_error(TransientProviderError, response, ctx, detail, code=code)
     failure = classify_by_status(response, ctx, detail)
     failure.provider_code = code
     return failure
-
-
-def classify_worksection(response: HttpResponse, ctx: CallContext) -> ProviderError:
-    """Worksection speaks league/oauth2-server RFC 6749, including its HTTP-200 error bodies.
-
-    The RFC classifier already reads camelCase ``errorDescription`` and ``hint`` and maps
-    ``invalid_request`` about a dead refresh token to re-authorisation; Worksection needs nothing
-    more, but keeps its own name so that a future quirk has one place to go.
-    """
-    return classify_rfc6749(response, ctx)
-
-
-# --- Workly -----------------------------------------------------------------------------------------
-
-WORKLY_REAUTH = frozenset(
-    {
-        7001,  # authorisation error: the grant itself was refused; retrying the same grant cannot help
-        7006,  # refresh token expired
-        7007,  # not authenticated: the presented refresh token is not recognised
-        7008,  # invalid token
-        7009,  # token expired
-    }
-)
-WORKLY_BAD_LOGIN = frozenset({7002})  # wrong login or password
-WORKLY_CONFIG = frozenset({7003, 7005, 7010})  # invalid client, invalid grant_type, client update required
-WORKLY_ACCOUNT = frozenset({7004})  # access denied: authenticated, but the account may not use the API
-WORKLY_TRANSIENT = frozenset({5000, 6000})  # service error, too many requests
-WORKLY_VALIDATION = range(8001, 8011)
-
-
-def workly_code(body: Mapping[str, Any]) -> int | None:
-    value = body.get("code")
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-        value = int(value)
-    if isinstance(value, int) and abs(value) < 10**9:
-        return value
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal() and len(value.strip()) <= 9:
-        return int(value.strip())
-    return None
-
-
-def classify_workly(response: HttpResponse, ctx: CallContext) -> ProviderError:
-    """Workly's ``{"message", "code"}`` errors, then RFC 6749 bodies, then the status."""
-    body = response.json_object()
-    code = workly_code(body) if body is not None else None
-    code_text = _safe_code(str(code), ctx) if code is not None else None
-    detail = _describe(code_text, error_description(body) if body is not None else "", ctx)
-    by_status = _workly_status_rule(response.status, code)
-    if by_status is not None:
-        kind, fallback = by_status
-        return _make(kind, response, ctx, detail or fallback, code=code_text)
-    if body is None:
-        return classify_transport_level(response, ctx) or _not_json(response, ctx)
-    kind_for_code = _workly_kind(code, ctx.operation) if code is not None else None
-    if kind_for_code is not None:
-        return _make(kind_for_code, response, ctx, detail, code=code_text)
-    if sanitize_code(body.get("error")) is not None:
-        return classify_rfc6749(response, ctx)
-    failure = classify_transport_level(response, ctx) or classify_by_status(response, ctx, detail)
-    failure.provider_code = code_text
-    return failure
-
-
-def _workly_status_rule(status: int, code: int | None) -> tuple[type[ProviderError], str] | None:
-    """Statuses that decide on their own, whatever (or whether) the body says."""
-    if status == 429 or code == 6000:
-        return TransientProviderError, "rate limited"
-    if status == 426 or code == 7010:
-        return ProviderConfigurationError, "client update required (HTTP 426): replace the app credentials"
-    if status == 402:
-        return AccountProblem, "payment required (HTTP 402)"
-    return None
-
-
-_WORKLY_KINDS: tuple[tuple[frozenset[int], type[ProviderError]], ...] = (
-    (WORKLY_BAD_LOGIN, InvalidUserCredentials),
-    (WORKLY_REAUTH, ReauthorizationRequired),
-    (WORKLY_CONFIG, ProviderConfigurationError),
-    (WORKLY_ACCOUNT, AccountProblem),
-    (WORKLY_TRANSIENT, TransientProviderError),
-)
-
-
-def _workly_kind(code: int, operation: Operation) -> type[ProviderError] | None:
-    for codes, kind in _WORKLY_KINDS:
-        if code in codes:
-            return kind
-    if code in WORKLY_VALIDATION:
-        # During a login or a reset the only inputs are the user's: tell them. Otherwise we sent junk.
-        if operation in (Operation.PASSWORD, Operation.PASSWORD_RESET):
-            return InvalidUserCredentials
-        return ProviderConfigurationError
-    return None

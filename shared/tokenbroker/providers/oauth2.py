@@ -1,4 +1,4 @@
-"""The generic RFC 6749 provider; Workly and Worksection subclass it for their quirks only."""
+"""The generic RFC 6749 provider (kind ``generic``); provider modules subclass it for their quirks only."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tokenbroker.http import HttpClient, HttpResponse, TransportError
 from tokenbroker.providers.base import AppCredentials, Provider
 from tokenbroker.providers.catalog import AuthMode, CatalogEntry, ClientAuth
 from tokenbroker.providers.classify import CallContext, Operation, classify_rfc6749, clean_text, sanitize
+from tokenbroker.providers.kinds import GENERIC_KIND, register_kind
 from tokenbroker.providers.parsing import access_token_of, join_scopes, token_set_from_body
 from tokenbroker.redaction import remember_secret
 from tokenbroker.tokens import TokenSet, UserInfo
@@ -36,6 +37,7 @@ def default_http_client() -> HttpClient:
     return _default_http
 
 
+@register_kind(GENERIC_KIND)
 class OAuth2Provider(Provider):
     """RFC 6749 as declared by a catalog entry: authorization code (+PKCE), password, client credentials."""
 

@@ -7,24 +7,18 @@ rotating refresh the old refresh token may already be dead, so rejecting the ans
 
 from __future__ import annotations
 
-import ipaddress
-import logging
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from tokenbroker.tokens import TokenSet
-
-logger = logging.getLogger(__name__)
 
 # An expiry further out than this is treated as a provider bug, not as "practically never".
 MAX_EXPIRES_IN = 10 * 365 * 86_400
 MAX_SCOPES = 256
 MAX_SCOPE_CHARS = 256
 _SCOPE_SPLIT = re.compile(r"[\s,]+")
-_HOST_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def access_token_of(body: Mapping[str, Any]) -> str | None:
@@ -112,78 +106,3 @@ def token_set_from_body(
         scopes=scopes,
         extra=dict(extra or {}),
     )
-
-
-# --- Worksection account_url ---------------------------------------------------------------------------
-
-
-def _origin(url: str) -> tuple[str, str, int | None] | None:
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if parts.username is not None or parts.password is not None:
-        return None
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return None
-    return parts.scheme, parts.hostname.lower().rstrip("."), port
-
-
-def validate_account_url(value: object, allowed: Sequence[str]) -> str | None:
-    """``value`` as ``https://<host>`` if it may be trusted as an account's API host, else None.
-
-    ``allowed`` holds base domains (``worksection.com``: any https subdomain of it, never the
-    domain itself nor a look-alike such as ``worksection.com.evil.com``) and exact origins
-    (``http://127.0.0.1:8001``: that origin only, for sandboxes).
-    """
-    if not isinstance(value, str) or not value.strip() or len(value) > 2048 or not value.isprintable():
-        return None
-    origin = _origin(value)
-    if origin is None:
-        return None
-    scheme, host, port = origin
-    for allowed_rule in allowed:
-        rule = allowed_rule.strip().lower()
-        if "://" in rule:
-            expected = _origin(rule)
-            if expected is not None and expected == origin:
-                return f"{scheme}://{host}" + (f":{port}" if port is not None else "")
-            continue
-        domain = rule.strip(".")
-        if not domain or scheme != "https" or port not in (None, 443):
-            continue
-        if not host.endswith("." + domain):
-            continue
-        labels = host[: -len(domain) - 1].split(".")
-        if _is_ip(host) or not all(_HOST_LABEL.fullmatch(label) for label in labels):
-            continue
-        return f"https://{host}"
-    return None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
-
-
-def account_url_extra(body: Mapping[str, Any], allowed: Sequence[str], *, provider: str) -> dict[str, str]:
-    """``{"account_url": ...}`` when the answer names a trustworthy one; a bad one is dropped and logged."""
-    raw = body.get("account_url")
-    if raw is None or raw == "":
-        return {}
-    valid = validate_account_url(raw, allowed)
-    if valid is None:
-        origin = _origin(raw) if isinstance(raw, str) else None
-        host = origin[1] if origin is not None else "unparseable"
-        logger.warning(
-            "dropped an account_url outside the allowed domains",
-            extra={"provider": provider, "account_host": host[:100], "allowed": list(allowed)},
-        )
-        return {}
-    return {"account_url": valid}

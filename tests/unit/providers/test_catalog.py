@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tokenbroker.errors import InvalidInput, UnknownProvider
 from tokenbroker.keys import ConnectionKey
-from tokenbroker.providers import AuthMode, Catalog, CatalogEntry, CatalogError, ClientAuth, ProviderKind
+from tokenbroker.providers import AuthMode, Catalog, CatalogEntry, CatalogError, ClientAuth
 from tokenbroker.providers.catalog import PROVIDERS_FILE_ENV, parse_duration
 
 
@@ -26,7 +26,7 @@ def test_packaged_catalog_has_workly_and_worksection(catalog: Catalog) -> None:
 
 def test_workly_entry(catalog: Catalog) -> None:
     workly = catalog.get("workly")
-    assert workly.kind is ProviderKind.WORKLY
+    assert workly.kind == "workly"
     assert workly.auth_mode is AuthMode.PASSWORD
     assert workly.token_url == "https://api.workly.io/v1/oauth/token"
     assert workly.refresh_url == workly.token_url  # refresh on the same URL
@@ -43,7 +43,7 @@ def test_workly_entry(catalog: Catalog) -> None:
 
 def test_worksection_entry(catalog: Catalog) -> None:
     worksection = catalog.get("worksection")
-    assert worksection.kind is ProviderKind.WORKSECTION
+    assert worksection.kind == "worksection"
     assert worksection.auth_mode is AuthMode.AUTHORIZATION_CODE
     assert worksection.authorize_url == "https://worksection.com/oauth2/authorize"
     assert worksection.token_url == "https://worksection.com/oauth2/token"
@@ -106,7 +106,7 @@ providers:
 """,
     )
     acme = Catalog.load(path, environ={}).get("acme")
-    assert acme.kind is ProviderKind.GENERIC
+    assert acme.kind == "generic"
     assert acme.client_auth is ClientAuth.BASIC
     assert acme.refresh_url == "https://id.acme.test/token"
     assert acme.default_scopes == ("openid", "email", "offline_access")

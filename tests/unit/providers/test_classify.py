@@ -20,9 +20,9 @@ from tokenbroker.providers.classify import (
     CallContext,
     Operation,
     classify_rfc6749,
-    classify_workly,
-    classify_worksection,
 )
+from tokenbroker.providers.workly import classify_workly
+from tokenbroker.providers.worksection import classify_worksection
 
 from tests.unit.providers.scripted import answer
 

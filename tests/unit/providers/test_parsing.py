@@ -8,13 +8,12 @@ import pytest
 from tokenbroker.clock import ManualClock
 from tokenbroker.providers.parsing import (
     MAX_EXPIRES_IN,
-    account_url_extra,
     expires_in_seconds,
     normalise_token_type,
     split_scopes,
     token_set_from_body,
-    validate_account_url,
 )
+from tokenbroker.providers.worksection import account_url_extra, validate_account_url
 
 WORKSECTION = ("worksection.com",)
 
@@ -146,7 +145,7 @@ def test_account_url_rules_may_name_an_exact_origin_for_sandboxes() -> None:
 
 
 def test_a_bad_account_url_is_dropped_and_noted(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="tokenbroker.providers.parsing"):
+    with caplog.at_level(logging.WARNING, logger="tokenbroker.providers.worksection"):
         assert account_url_extra({"account_url": "https://evil.com"}, WORKSECTION, provider="worksection") == {}
     assert any("account_url" in record.getMessage() for record in caplog.records)
     assert account_url_extra({}, WORKSECTION, provider="worksection") == {}

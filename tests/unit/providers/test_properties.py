@@ -18,7 +18,8 @@ from tokenbroker.providers.classify import (
     parse_retry_after,
     sanitize,
 )
-from tokenbroker.providers.parsing import split_scopes, validate_account_url
+from tokenbroker.providers.parsing import split_scopes
+from tokenbroker.providers.worksection import validate_account_url
 from tokenbroker.tokens import TokenSet, UserInfo
 
 NOW = 1_800_000_000.0
