@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlencode, urlsplit
 
 import boto3
@@ -32,6 +32,12 @@ from botocore.awsrequest import AWSRequest
 from requests.auth import AuthBase
 
 from tokenbroker import USER_AGENT
+from tokenbroker.api.contract import (
+    MalformedAnswer,
+    read_connect_session_answer,
+    read_connection_answer,
+    read_token_answer,
+)
 from tokenbroker.errors import (
     AccountProblem,
     ConnectionNotFound,
@@ -118,19 +124,20 @@ class AccessToken:
         return f"{scheme} {self.access_token}"
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> AccessToken:
+    def from_json(cls, data: object) -> AccessToken:
         try:
-            return cls(
-                access_token=str(data["access_token"]),
-                token_type=str(data.get("token_type") or "Bearer"),
-                expires_at=int(data["expires_at"]),
-                expires_in=int(data["expires_in"]),
-                scopes=tuple(str(s) for s in data.get("scopes") or ()),
-                generation=int(data.get("generation") or 0),
-                metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
-            )
-        except (KeyError, TypeError, ValueError):
+            answer = read_token_answer(data)
+        except MalformedAnswer:
             raise BrokerError("the broker answered without a usable token") from None
+        return cls(
+            access_token=answer["access_token"],
+            token_type=answer["token_type"],
+            expires_at=answer["expires_at"],
+            expires_in=answer["expires_in"],
+            scopes=tuple(answer["scopes"]),
+            generation=answer["generation"],
+            metadata=answer["metadata"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,19 +157,23 @@ class ConnectionInfo:
     raw: Mapping[str, Any] = field(repr=False)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ConnectionInfo:
+    def from_json(cls, data: object) -> ConnectionInfo:
+        try:
+            answer = read_connection_answer(data)
+        except MalformedAnswer as error:
+            raise BrokerError(str(error)) from None
         return cls(
-            provider=str(data["provider"]),
-            connection_id=str(data["connection_id"]),
-            status=str(data["status"]),
-            generation=int(data.get("generation") or 0),
-            expires_at=data.get("expires_at"),
-            refresh_in_progress=bool(data.get("refresh_in_progress")),
-            failures=int(data.get("failures") or 0),
-            last_error=data.get("last_error"),
-            metadata=dict(data.get("metadata") or {}),
-            scopes=tuple(data.get("scopes") or ()),
-            raw=dict(data),
+            provider=answer["provider"],
+            connection_id=answer["connection_id"],
+            status=answer["status"],
+            generation=answer["generation"],
+            expires_at=answer["expires_at"],
+            refresh_in_progress=answer["refresh_in_progress"],
+            failures=answer["failures"],
+            last_error=answer["last_error"],
+            metadata=answer["metadata"],
+            scopes=tuple(answer["scopes"]),
+            raw=dict(cast(Mapping[str, Any], data)),
         )
 
 
@@ -323,12 +334,11 @@ class TokenBrokerClient:
             body["end_user_id"] = end_user_id
         if confirm:
             body["confirm"] = True
-        data = self._call("POST", "/connect-sessions", body=body)
-        return ConnectLink(
-            connect_url=str(data["connect_url"]),
-            expires_at=int(data["expires_at"]),
-            session_id=str(data.get("session_id") or ""),
-        )
+        try:
+            link = read_connect_session_answer(self._call("POST", "/connect-sessions", body=body))
+        except MalformedAnswer as error:
+            raise BrokerError(str(error)) from None
+        return ConnectLink(link["connect_url"], link["expires_at"], link["session_id"])
 
     def confirm_connect_session(self, session_id: str, end_user_id: str) -> ConnectionInfo:
         """Confirm mode: the end user signed in to your application completed ``session_id``.

@@ -303,15 +303,6 @@ def read_connection_answer(data: object) -> ConnectionAnswer:
         raise MalformedAnswer("the broker answered without a usable connection") from None
 
 
-def read_connection_list_answer(data: object) -> ConnectionListAnswer:
-    body = _object(data)
-    cursor = body.get("cursor")
-    return {
-        "connections": [read_connection_answer(item) for item in body.get("connections") or ()],
-        "cursor": str(cursor) if cursor else None,
-    }
-
-
 def read_connect_session_answer(data: object) -> ConnectSessionAnswer:
     body = _object(data)
     try:
