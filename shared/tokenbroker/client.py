@@ -20,6 +20,7 @@ import json
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -450,6 +451,8 @@ class BrokerAuth(AuthBase):
         self._provider = provider
         self._connection_id = connection_id
         self._min_ttl = min_ttl
+        # The retries this auth sent, so that a retry's own 401 is returned rather than retried again.
+        self._retries: weakref.WeakSet[requests.PreparedRequest] = weakref.WeakSet()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._client.get_token(self._provider, self._connection_id, min_ttl=self._min_ttl)
@@ -459,6 +462,8 @@ class BrokerAuth(AuthBase):
         def retry_once_on_401(response: requests.Response, **send_options: Any) -> requests.Response:
             return self._retry(response, token, body_position, send_options)
 
+        # types-requests leaves register_hook unannotated (no-untyped-call); it is requests' documented
+        # way to add a hook, so the call stays rather than poking request.hooks directly.
         request.register_hook("response", retry_once_on_401)  # type: ignore[no-untyped-call]
         return request
 
@@ -470,7 +475,7 @@ class BrokerAuth(AuthBase):
         send_options: dict[str, Any],
     ) -> requests.Response:
         request = response.request
-        if response.status_code != 401 or getattr(request, "_tokenbroker_retried", False):
+        if response.status_code != 401 or request in self._retries:
             return response
         if not _replayable(request.body, body_position):
             return response
@@ -481,7 +486,7 @@ class BrokerAuth(AuthBase):
         response.content  # noqa: B018 - reads the body so that the connection can be released
         response.close()
         retry = request.copy()
-        retry._tokenbroker_retried = True  # type: ignore[attr-defined]
+        self._retries.add(retry)
         retry.headers["Authorization"] = newer.authorization
         rewind = getattr(retry.body, "seek", None)
         if body_position is not None and rewind is not None:  # a file body (still a file: see _replayable)
@@ -561,9 +566,11 @@ def _error_of(status: int, data: Any, retry_after_header: str | None) -> TokenBr
 
 
 def _seconds(value: object) -> float | None:
+    if not isinstance(value, str | int | float):  # a header, a JSON number, or absent
+        return None
     try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        seconds = float(value)
+    except ValueError:
         return None
     return seconds if seconds > 0 else None
 
