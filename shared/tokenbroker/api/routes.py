@@ -15,14 +15,13 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from aws_lambda_powertools.metrics import MetricUnit
 
 from tokenbroker.api.contract import ErrorAnswer, body_object, error_answer
 from tokenbroker.api.failures import Failure, domain_failure, unexpected_failure
 from tokenbroker.api.operations import OPERATIONS, Inputs, Operation, Services
 from tokenbroker.base_url import request_base_url
 from tokenbroker.errors import TokenBrokerError
-from tokenbroker.observability import logger, metrics
+from tokenbroker.observability import logger
 
 JSON = "application/json"
 ERROR_TEXT = {
@@ -95,8 +94,8 @@ class _Route:
         if operation.body is not None:
             values.update(body_object(event.decoded_body, operation.body_fields))
         answer = operation.run(self._services(), Inputs(values, base_url=request_base_url(event)))
-        if operation.metric is not None:
-            metrics.add_metric(name=operation.metric, unit=MetricUnit.Count, value=1)
+        if operation.count is not None:
+            operation.count()
         if operation.answer is None:
             return Response(status_code=operation.status)
         return Response(status_code=operation.status, content_type=JSON, body=answer)
