@@ -10,23 +10,24 @@ set the environment first); ``use_services`` injects them instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from tokenbroker.api.direct import handle_direct as _handle_direct
 from tokenbroker.api.direct import is_direct_invoke
-from tokenbroker.api.operations import ConnectLinkLike, ConnectSessions, Services
+from tokenbroker.api.operations import ApiServices, ConnectSessions, Services
 from tokenbroker.api.routes import api_resolver
 from tokenbroker.lazy import Lazy
 from tokenbroker.observability import logger, metrics, tracer
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Mapping
 
     from aws_lambda_powertools.utilities.typing import LambdaContext
-    from tokenbroker.models import Connection
+    from tokenbroker.vending import VendingService
+    from tokenbroker.wiring import Runtime
 
 __all__ = ["Services", "app", "handle_direct", "is_direct_invoke", "lambda_handler", "services", "use_services"]
 
@@ -34,58 +35,37 @@ __all__ = ["Services", "app", "handle_direct", "is_direct_invoke", "lambda_handl
 # --- collaborators -------------------------------------------------------------------------------
 
 
-def use_services(services: Services | None) -> None:
+def use_services(services: ApiServices | None) -> None:
     """Inject collaborators (tests, the local stack); ``None`` builds them from the environment again."""
     _services.use(services)
 
 
-def services() -> Services:
+def services() -> ApiServices:
     return _services.get()
 
 
-def _services_from_env() -> Services:
+def _services_from_env() -> ApiServices:
     # Imported here, not at module level: only the first request of a cold start pays for it.
     from tokenbroker.wiring import Runtime  # noqa: PLC0415
 
     runtime = Runtime.from_env()
-    return Services(vending=runtime.vending, connect=_ConnectOnDemand(lambda: runtime.connect))
+    return _RuntimeServices(vending=runtime.vending, runtime=runtime)
 
 
-_services: Lazy[Services] = Lazy(_services_from_env)
+@dataclass(frozen=True, slots=True)
+class _RuntimeServices:
+    """Vending is built at once; the connect flow (its pages, PKCE, one-time store) only when a
+    session is requested: vending, the hot path, never pays for importing it."""
+
+    vending: VendingService
+    runtime: Runtime
+
+    @property
+    def connect(self) -> ConnectSessions:
+        return self.runtime.connect
 
 
-class _ConnectOnDemand:
-    """Builds the connect flow (its pages, PKCE, one-time store) only when a session is requested:
-    vending, the hot path, never pays for importing it."""
-
-    def __init__(self, build: Callable[[], ConnectSessions]) -> None:
-        self._build = build
-
-    def create_session(
-        self,
-        provider: str,
-        connection_id: str,
-        *,
-        return_to: str | None = None,
-        scopes: Sequence[str] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        end_user_id: str | None = None,
-        confirm: bool = False,
-        request_base_url: str | None = None,
-    ) -> ConnectLinkLike:
-        return self._build().create_session(
-            provider,
-            connection_id,
-            return_to=return_to,
-            scopes=scopes,
-            metadata=metadata,
-            end_user_id=end_user_id,
-            confirm=confirm,
-            request_base_url=request_base_url,
-        )
-
-    def confirm(self, session_id: str, end_user_id: str) -> Connection:
-        return self._build().confirm(session_id, end_user_id)
+_services: Lazy[ApiServices] = Lazy(_services_from_env)
 
 
 # --- the two transports of the one operation table -----------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 
 from tokenbroker.api.contract import known_fields
 from tokenbroker.api.failures import domain_failure, unexpected_failure
-from tokenbroker.api.operations import BY_ACTION, Inputs, Services
+from tokenbroker.api.operations import BY_ACTION, ApiServices, Inputs
 from tokenbroker.errors import InvalidInput, TokenBrokerError
 
 
@@ -20,7 +20,7 @@ def is_direct_invoke(event: object) -> bool:
     return isinstance(event, Mapping) and "requestContext" not in event and "routeKey" not in event
 
 
-def handle_direct(event: Mapping[str, Any], services: Callable[[], Services]) -> tuple[int, Any]:
+def handle_direct(event: Mapping[str, Any], services: Callable[[], ApiServices]) -> tuple[int, Any]:
     """(the HTTP route's status, its JSON body or ``{"error", "message"[, "retry_after"]}``).
 
     A delete answers ``{"deleted": true, ...}`` where HTTP sends 204 without a body.

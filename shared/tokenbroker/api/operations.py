@@ -79,8 +79,20 @@ class ConnectSessions(Protocol):
     def confirm(self, session_id: str, end_user_id: str) -> Connection: ...
 
 
+class ApiServices(Protocol):
+    """What the operations call: vending and the connect flow (which may be built on first use)."""
+
+    @property
+    def vending(self) -> VendingService: ...
+
+    @property
+    def connect(self) -> ConnectSessions: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Services:
+    """Ready collaborators (tests, the local stack)."""
+
     vending: VendingService
     connect: ConnectSessions
 
@@ -125,7 +137,7 @@ class Operation:
     function: str  # the HTTP route's name: OpenAPI derives the operationId from it
     method: str
     path: str  # as template.yaml and API Gateway write it: /tokens/{provider}/{connection_id}
-    run: Callable[[Services, Inputs], Any]  # parse the inputs, call the service, return the answer
+    run: Callable[[ApiServices, Inputs], Any]  # parse the inputs, call the service, return the answer
     answer: Any  # the answer's shape (None: no body over HTTP)
     summary: str
     tags: tuple[str, ...]
@@ -167,33 +179,33 @@ def _count_rejected_token_refreshes() -> None:
 # --- the operations ------------------------------------------------------------------------------
 
 
-def _vend(services: Services, inputs: Inputs) -> TokenAnswer:
+def _vend(services: ApiServices, inputs: Inputs) -> TokenAnswer:
     key = inputs.key()
     return services.vending.vend(key, parse_min_ttl(inputs.get("min_ttl"))).to_json()
 
 
-def _refresh(services: Services, inputs: Inputs) -> TokenAnswer:
+def _refresh(services: ApiServices, inputs: Inputs) -> TokenAnswer:
     key = inputs.key()
     return services.vending.refresh_rejected(key, parse_rejected(inputs.get("rejected_token_sha256"))).to_json()
 
 
-def _get_connection(services: Services, inputs: Inputs) -> ConnectionAnswer:
+def _get_connection(services: ApiServices, inputs: Inputs) -> ConnectionAnswer:
     return services.vending.get_connection(inputs.key()).to_json()
 
 
-def _list_connections(services: Services, inputs: Inputs) -> ConnectionListAnswer:
+def _list_connections(services: ApiServices, inputs: Inputs) -> ConnectionListAnswer:
     provider = parse_provider(inputs.get("provider"))
     limit, cursor = parse_limit(inputs.get("limit")), parse_cursor(inputs.get("cursor"))
     return services.vending.list_connections(provider, limit=limit, cursor=cursor).to_json()
 
 
-def _delete_connection(services: Services, inputs: Inputs) -> DeletedAnswer:
+def _delete_connection(services: ApiServices, inputs: Inputs) -> DeletedAnswer:
     key = inputs.key()
     services.vending.delete_connection(key)
     return {"deleted": True, "provider": key.provider, "connection_id": key.connection_id}
 
 
-def _create_connect_session(services: Services, inputs: Inputs) -> ConnectSessionAnswer:
+def _create_connect_session(services: ApiServices, inputs: Inputs) -> ConnectSessionAnswer:
     request = ConnectRequest.parse(inputs.values)
     link = services.connect.create_session(
         request.provider,
@@ -208,7 +220,7 @@ def _create_connect_session(services: Services, inputs: Inputs) -> ConnectSessio
     return {"connect_url": link.connect_url, "expires_at": link.expires_at, "session_id": link.session_id}
 
 
-def _confirm_connect_session(services: Services, inputs: Inputs) -> ConnectionAnswer:
+def _confirm_connect_session(services: ApiServices, inputs: Inputs) -> ConnectionAnswer:
     session_id = parse_session_id(inputs.get("session_id"))
     connection = services.connect.confirm(session_id, parse_end_user_id(inputs.get("end_user_id")))
     return services.vending.view(connection).to_json()

@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 
 from tokenbroker.api.contract import ErrorAnswer, body_object, error_answer
 from tokenbroker.api.failures import Failure, domain_failure, unexpected_failure
-from tokenbroker.api.operations import OPERATIONS, Inputs, Operation, Services
+from tokenbroker.api.operations import OPERATIONS, ApiServices, Inputs, Operation
 from tokenbroker.base_url import request_base_url
 from tokenbroker.errors import TokenBrokerError
 from tokenbroker.observability import logger
@@ -34,7 +34,7 @@ ERROR_TEXT = {
 }
 
 
-def api_resolver(services: Callable[[], Services]) -> APIGatewayHttpResolver:
+def api_resolver(services: Callable[[], ApiServices]) -> APIGatewayHttpResolver:
     """A resolver serving every operation of the table for SigV4-signed callers, errors as JSON."""
     app = APIGatewayHttpResolver()
     app.use(middlewares=[require_iam_caller])
@@ -79,7 +79,7 @@ class _Route:
     operationId from it) and its typed signature, which ``inspect.signature`` reads for OpenAPI.
     """
 
-    def __init__(self, app: APIGatewayHttpResolver, operation: Operation, services: Callable[[], Services]) -> None:
+    def __init__(self, app: APIGatewayHttpResolver, operation: Operation, services: Callable[[], ApiServices]) -> None:
         self._app = app
         self._operation = operation
         self._services = services
