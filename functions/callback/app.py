@@ -19,7 +19,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.shared.cookies import Cookie
-from tokenbroker import browser_binding, pages
+from tokenbroker import base_url, browser_binding, pages
 from tokenbroker.connect import Connected, ConnectService, ForbiddenRequest, LoginForm, LoginSubmission, Redirect
 from tokenbroker.errors import InvalidInput, TokenBrokerError
 from tokenbroker.lazy import Lazy
@@ -83,15 +83,7 @@ def branding() -> pages.Branding:
 
 def request_base_url() -> str | None:
     """Where this request came in: used only when PUBLIC_BASE_URL is not configured."""
-    context = app.current_event.request_context
-    domain = context.domain_name
-    if not domain:
-        return None
-    proto = (app.current_event.headers.get("x-forwarded-proto") or "https").lower()
-    scheme = proto if proto in ("http", "https") else "https"
-    stage = context.stage
-    prefix = "" if not stage or stage == "$default" else f"/{stage}"
-    return f"{scheme}://{domain}{prefix}"
+    return base_url.request_base_url(app.current_event)
 
 
 def query_parameters() -> dict[str, str]:

@@ -20,9 +20,10 @@ import json
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlencode, urlsplit
 
 import boto3
@@ -32,6 +33,12 @@ from botocore.awsrequest import AWSRequest
 from requests.auth import AuthBase
 
 from tokenbroker import USER_AGENT
+from tokenbroker.api.contract import (
+    MalformedAnswer,
+    read_connect_session_answer,
+    read_connection_answer,
+    read_token_answer,
+)
 from tokenbroker.errors import (
     AccountProblem,
     ConnectionNotFound,
@@ -118,19 +125,20 @@ class AccessToken:
         return f"{scheme} {self.access_token}"
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> AccessToken:
+    def from_json(cls, data: object) -> AccessToken:
         try:
-            return cls(
-                access_token=str(data["access_token"]),
-                token_type=str(data.get("token_type") or "Bearer"),
-                expires_at=int(data["expires_at"]),
-                expires_in=int(data["expires_in"]),
-                scopes=tuple(str(s) for s in data.get("scopes") or ()),
-                generation=int(data.get("generation") or 0),
-                metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
-            )
-        except (KeyError, TypeError, ValueError):
+            answer = read_token_answer(data)
+        except MalformedAnswer:
             raise BrokerError("the broker answered without a usable token") from None
+        return cls(
+            access_token=answer["access_token"],
+            token_type=answer["token_type"],
+            expires_at=answer["expires_at"],
+            expires_in=answer["expires_in"],
+            scopes=tuple(answer["scopes"]),
+            generation=answer["generation"],
+            metadata=answer["metadata"],
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,19 +158,23 @@ class ConnectionInfo:
     raw: Mapping[str, Any] = field(repr=False)
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ConnectionInfo:
+    def from_json(cls, data: object) -> ConnectionInfo:
+        try:
+            answer = read_connection_answer(data)
+        except MalformedAnswer as error:
+            raise BrokerError(str(error)) from None
         return cls(
-            provider=str(data["provider"]),
-            connection_id=str(data["connection_id"]),
-            status=str(data["status"]),
-            generation=int(data.get("generation") or 0),
-            expires_at=data.get("expires_at"),
-            refresh_in_progress=bool(data.get("refresh_in_progress")),
-            failures=int(data.get("failures") or 0),
-            last_error=data.get("last_error"),
-            metadata=dict(data.get("metadata") or {}),
-            scopes=tuple(data.get("scopes") or ()),
-            raw=dict(data),
+            provider=answer["provider"],
+            connection_id=answer["connection_id"],
+            status=answer["status"],
+            generation=answer["generation"],
+            expires_at=answer["expires_at"],
+            refresh_in_progress=answer["refresh_in_progress"],
+            failures=answer["failures"],
+            last_error=answer["last_error"],
+            metadata=answer["metadata"],
+            scopes=tuple(answer["scopes"]),
+            raw=dict(cast(Mapping[str, Any], data)),
         )
 
 
@@ -323,12 +335,11 @@ class TokenBrokerClient:
             body["end_user_id"] = end_user_id
         if confirm:
             body["confirm"] = True
-        data = self._call("POST", "/connect-sessions", body=body)
-        return ConnectLink(
-            connect_url=str(data["connect_url"]),
-            expires_at=int(data["expires_at"]),
-            session_id=str(data.get("session_id") or ""),
-        )
+        try:
+            link = read_connect_session_answer(self._call("POST", "/connect-sessions", body=body))
+        except MalformedAnswer as error:
+            raise BrokerError(str(error)) from None
+        return ConnectLink(link["connect_url"], link["expires_at"], link["session_id"])
 
     def confirm_connect_session(self, session_id: str, end_user_id: str) -> ConnectionInfo:
         """Confirm mode: the end user signed in to your application completed ``session_id``.
@@ -440,6 +451,8 @@ class BrokerAuth(AuthBase):
         self._provider = provider
         self._connection_id = connection_id
         self._min_ttl = min_ttl
+        # The retries this auth sent, so that a retry's own 401 is returned rather than retried again.
+        self._retries: weakref.WeakSet[requests.PreparedRequest] = weakref.WeakSet()
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         token = self._client.get_token(self._provider, self._connection_id, min_ttl=self._min_ttl)
@@ -449,6 +462,8 @@ class BrokerAuth(AuthBase):
         def retry_once_on_401(response: requests.Response, **send_options: Any) -> requests.Response:
             return self._retry(response, token, body_position, send_options)
 
+        # types-requests leaves register_hook unannotated (no-untyped-call); it is requests' documented
+        # way to add a hook, so the call stays rather than poking request.hooks directly.
         request.register_hook("response", retry_once_on_401)  # type: ignore[no-untyped-call]
         return request
 
@@ -460,7 +475,7 @@ class BrokerAuth(AuthBase):
         send_options: dict[str, Any],
     ) -> requests.Response:
         request = response.request
-        if response.status_code != 401 or getattr(request, "_tokenbroker_retried", False):
+        if response.status_code != 401 or request in self._retries:
             return response
         if not _replayable(request.body, body_position):
             return response
@@ -471,7 +486,7 @@ class BrokerAuth(AuthBase):
         response.content  # noqa: B018 - reads the body so that the connection can be released
         response.close()
         retry = request.copy()
-        retry._tokenbroker_retried = True  # type: ignore[attr-defined]
+        self._retries.add(retry)
         retry.headers["Authorization"] = newer.authorization
         rewind = getattr(retry.body, "seek", None)
         if body_position is not None and rewind is not None:  # a file body (still a file: see _replayable)
@@ -551,9 +566,11 @@ def _error_of(status: int, data: Any, retry_after_header: str | None) -> TokenBr
 
 
 def _seconds(value: object) -> float | None:
+    if not isinstance(value, str | int | float):  # a header, a JSON number, or absent
+        return None
     try:
-        seconds = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+        seconds = float(value)
+    except ValueError:
         return None
     return seconds if seconds > 0 else None
 

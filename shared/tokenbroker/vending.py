@@ -16,11 +16,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from tokenbroker.api.contract import (
+    MIN_TTL_DEFAULT,
+    ConnectionAnswer,
+    ConnectionListAnswer,
+    LastErrorAnswer,
+    TokenAnswer,
+    validate_min_ttl,
+    validate_token_sha256,
+)
 from tokenbroker.errors import (
     ConnectionNotFound,
-    InvalidInput,
     NeedsReauthorization,
     PendingConfirmation,
     ProviderError,
@@ -36,8 +44,6 @@ if TYPE_CHECKING:
     from tokenbroker.clock import Clock
     from tokenbroker.repository import ConnectionRepository
 
-MIN_TTL_DEFAULT = 60
-MIN_TTL_MAX = 86_400
 # A vend never refreshes a token that still has this share of its lifetime left, whatever min_ttl
 # asks: asking for more than a provider's lifetime would otherwise refresh on every vend, and on a
 # rotating provider (Worksection) each refresh kills the token every other consumer holds.
@@ -48,8 +54,6 @@ MAX_POLL_SECONDS = 0.5
 # Retry-After when nobody told us better: about one refresh round trip.
 DEFAULT_RETRY_AFTER = 1.0
 DEFAULT_PROVIDER_RETRY_AFTER = 5.0
-SHA256_HEX_LENGTH = 64
-_HEX = frozenset("0123456789abcdef")
 # Token extras that are never vended as metadata even if a provider put them into `extra`.
 _SECRET_WORDS = ("token", "secret", "password", "code", "verifier")
 
@@ -120,7 +124,7 @@ class VendedToken:
             metadata={**_public_extras(token.extra), **stored.metadata},
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> TokenAnswer:
         return {
             "access_token": self.access_token,
             "token_type": self.token_type,
@@ -145,7 +149,7 @@ class ConnectionView:
     next_refresh_at: float | None
     refresh_in_progress: bool
     failures: int
-    last_error: Mapping[str, Any] | None
+    last_error: LastErrorAnswer | None
     metadata: Mapping[str, str]
     scopes: tuple[str, ...]
     created_at: float
@@ -171,7 +175,7 @@ class ConnectionView:
             updated_at=connection.updated_at,
         )
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ConnectionAnswer:
         return {
             "provider": self.provider,
             "connection_id": self.connection_id,
@@ -182,7 +186,7 @@ class ConnectionView:
             "next_refresh_at": self.next_refresh_at,
             "refresh_in_progress": self.refresh_in_progress,
             "failures": self.failures,
-            "last_error": None if self.last_error is None else dict(self.last_error),
+            "last_error": None if self.last_error is None else LastErrorAnswer(**self.last_error),
             "metadata": dict(self.metadata),
             "scopes": list(self.scopes),
             "created_at": self.created_at,
@@ -195,29 +199,8 @@ class ConnectionList:
     connections: list[ConnectionView]
     cursor: str | None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> ConnectionListAnswer:
         return {"connections": [c.to_json() for c in self.connections], "cursor": self.cursor}
-
-
-# --- input rules shared by the handler and the service ------------------------------------------
-
-
-def validate_min_ttl(value: object) -> int:
-    """``min_ttl`` in seconds, 0..86400; strings are parsed strictly (query strings)."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MIN_TTL_MAX:
-        raise InvalidInput(f"min_ttl must be an integer from 0 to {MIN_TTL_MAX}", field="min_ttl")
-    return value
-
-
-def validate_token_sha256(value: object) -> str:
-    if not isinstance(value, str) or len(value) != SHA256_HEX_LENGTH or not set(value) <= _HEX:
-        raise InvalidInput(
-            "rejected_token_sha256 must be the lower-case hex SHA-256 of the rejected access token",
-            field="rejected_token_sha256",
-        )
-    return value
 
 
 def needs_refresh(stored: StoredToken, min_ttl: int, now: float) -> bool:
