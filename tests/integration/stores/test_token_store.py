@@ -118,9 +118,7 @@ def test_other_content_under_the_same_generation_is_a_conflict(store: TokenStore
     assert store.get(KEY).token.access_token == "winner"
 
 
-def test_a_status_change_competes_for_the_generation_like_any_write(
-    store: TokenStore, aws_clients: AwsClients
-) -> None:
+def test_a_status_change_competes_for_the_generation_like_any_write(store: TokenStore, aws_clients: AwsClients) -> None:
     """A needs_reauth mark is a write like a refresh or a re-connect: it takes the next generation,
     and under a generation already written it conflicts instead of pushing that token out."""
     store.put(KEY, stored(4))
