@@ -17,7 +17,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 OIDC_PEER := tests/peers/oidc
 OIDC_DEPS := $(OIDC_PEER)/node_modules/.package-lock.json
 
-.PHONY: help venv run test lint typecheck templates unit pytest build bench e2e openapi clean
+.PHONY: help venv run test lint typecheck templates unit pytest build bench soak e2e openapi clean
 
 help:
 	@echo "make run    - create .venv (python3.12), install, start the local stack with provider sandboxes"
@@ -25,6 +25,7 @@ help:
 	@echo "make e2e    - browser test of both connect flows (headless Chromium)"
 	@echo "make build  - sam build (no Docker needed)"
 	@echo "make bench  - measure the quality bars into .bench/results.json"
+	@echo "make soak   - the model-checked refresh with far more examples (tests/model)"
 
 $(STAMP): pyproject.toml
 	@py=$$(scripts/find-python312) || exit 1; \
@@ -77,6 +78,11 @@ build: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m infra.bench $(ARGS)
+
+# The refresh model (tests/model) far beyond make test's budget: override MODEL_EXAMPLES etc. to taste.
+soak: $(STAMP)
+	MODEL_EXAMPLES=$${MODEL_EXAMPLES:-20000} MODEL_STEPS=$${MODEL_STEPS:-25} \
+	MODEL_MOTO_EXAMPLES=$${MODEL_MOTO_EXAMPLES:-400} $(BIN)/pytest tests/model -q -p no:xdist --timeout 3600
 
 clean:
 	rm -rf .aws-sam .bench .mypy_cache .ruff_cache build *.egg-info shared/*.egg-info $(OIDC_PEER)/node_modules
