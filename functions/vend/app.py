@@ -17,7 +17,7 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from tokenbroker.api.direct import handle_direct as _handle_direct
 from tokenbroker.api.direct import is_direct_invoke
-from tokenbroker.api.operations import ApiServices, ConnectSessions, Services
+from tokenbroker.api.operations import ApiServices, Services
 from tokenbroker.api.routes import api_resolver
 from tokenbroker.lazy import Lazy
 from tokenbroker.observability import logger, metrics, tracer
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from aws_lambda_powertools.utilities.typing import LambdaContext
+    from tokenbroker.connect import ConnectService
     from tokenbroker.vending import VendingService
     from tokenbroker.wiring import Runtime
 
@@ -61,7 +62,7 @@ class _RuntimeServices:
     runtime: Runtime
 
     @property
-    def connect(self) -> ConnectSessions:
+    def connect(self) -> ConnectService:
         return self.runtime.connect
 
 

@@ -9,7 +9,7 @@ from this table, so a new IAM route is one entry here plus its template.yaml eve
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -42,41 +42,11 @@ from tokenbroker.keys import ConnectionKey
 from tokenbroker.observability import metrics
 
 if TYPE_CHECKING:
-    from tokenbroker.models import Connection
+    from tokenbroker.connect import ConnectService  # typing only: vending never imports the connect flow
     from tokenbroker.vending import VendingService
 
 
 # --- collaborators -------------------------------------------------------------------------------
-
-
-class ConnectLinkLike(Protocol):
-    @property
-    def connect_url(self) -> str: ...
-
-    @property
-    def expires_at(self) -> int: ...
-
-    @property
-    def session_id(self) -> str: ...
-
-
-class ConnectSessions(Protocol):
-    """``ConnectService.create_session`` and ``confirm``: all the API needs of the connect flow."""
-
-    def create_session(
-        self,
-        provider: str,
-        connection_id: str,
-        *,
-        return_to: str | None = None,
-        scopes: Sequence[str] | None = None,
-        metadata: Mapping[str, str] | None = None,
-        end_user_id: str | None = None,
-        confirm: bool = False,
-        request_base_url: str | None = None,
-    ) -> ConnectLinkLike: ...
-
-    def confirm(self, session_id: str, end_user_id: str) -> Connection: ...
 
 
 class ApiServices(Protocol):
@@ -86,7 +56,7 @@ class ApiServices(Protocol):
     def vending(self) -> VendingService: ...
 
     @property
-    def connect(self) -> ConnectSessions: ...
+    def connect(self) -> ConnectService: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +64,7 @@ class Services:
     """Ready collaborators (tests, the local stack)."""
 
     vending: VendingService
-    connect: ConnectSessions
+    connect: ConnectService
 
 
 # --- one request, whichever transport brought it -------------------------------------------------

@@ -362,13 +362,7 @@ class ConnectionStore:
         update.set("failures", n(0)).set("updated_at", n(now))
         update.remove(*_LEASE, *_ATTEMPT, "last_error")
         condition = f"{update.name('generation')} = {update.value(n(expected_generation))}"
-        try:
-            answer = self._update_as_owner(key, owner, update, extra_condition=condition, returns="ALL_NEW")
-        except _ExtraConditionFailed as failed:
-            raise LeaseLost(
-                f"the generation of {key} moved on to {failed.connection.generation} (expected {expected_generation})"
-            ) from None
-        return _require(_connection_of(answer), key)
+        return self._fenced(key, owner, update, condition, f"expected {expected_generation}")
 
     def record_failure(
         self,
@@ -423,13 +417,7 @@ class ConnectionStore:
         if generation is not None:
             update.set("generation", n(generation))
             condition = f"{update.name('generation')} <= {update.value(n(generation))}"
-        try:
-            answer = self._update_as_owner(key, owner, update, extra_condition=condition, returns="ALL_NEW")
-        except _ExtraConditionFailed as failed:
-            raise LeaseLost(
-                f"the generation of {key} moved on to {failed.connection.generation} (marking {generation})"
-            ) from None
-        return _require(_connection_of(answer), key)
+        return self._fenced(key, owner, update, condition, f"marking {generation}")
 
     # --- disconnect --------------------------------------------------------------------------
 
@@ -496,6 +484,16 @@ class ConnectionStore:
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
         return answer.get("Attributes", {})
+
+    def _fenced(
+        self, key: ConnectionKey, owner: str, update: Expression, generation_condition: str | None, wanted: str
+    ) -> Connection:
+        """An owner-only update that also needs the generation to be where the caller thinks."""
+        try:
+            answer = self._update_as_owner(key, owner, update, extra_condition=generation_condition, returns="ALL_NEW")
+        except _ExtraConditionFailed as failed:
+            raise LeaseLost(f"the generation of {key} moved on to {failed.connection.generation} ({wanted})") from None
+        return _require(_connection_of(answer), key)
 
     def _update_as_owner(
         self,
