@@ -20,6 +20,7 @@ from tokenbroker.api.operations import OPERATIONS, Operation
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import ConnectSessionExpired
 from tokenbroker.models import Connection
+from tokenbroker.repository import ConnectionRepository
 from tokenbroker.vending import VendingService
 
 from tests.support.handlers import load_function
@@ -114,8 +115,9 @@ def fresh_world(handler: ModuleType) -> FakeConnect:
     """The same state for each transport: a request may change it (delete, refresh)."""
     connect = FakeConnect()
     vending = VendingService(
-        tokens=OnlyAcme(stored(expires_in=3600)),
-        connections=FakeConnections(connection()),
+        repository=ConnectionRepository(
+            items=FakeConnections(connection()), secrets=OnlyAcme(stored(expires_in=3600)), clock=ManualClock(NOW)
+        ),
         refresher=FakeRefresher(Result("refreshed", stored=stored("access-token-0002", generation=4))),
         clock=ManualClock(NOW),
         wait_seconds=0,
