@@ -136,9 +136,9 @@ class FaultyConnections(ConnectionStore):
         self._before("mark_needs_reauth", key)
         return super().mark_needs_reauth(key, *args, **kw)
 
-    def release(self, key: ConnectionKey, owner: str) -> bool:
+    def release(self, key: ConnectionKey, owner: str, **kw: Any) -> bool:
         self._before("release", key)
-        return super().release(key, owner)
+        return super().release(key, owner, **kw)
 
 
 def steal_lease(store: ConnectionStore, key: ConnectionKey) -> None:

@@ -217,8 +217,9 @@ def test_an_answer_lost_after_rotation_ends_in_needs_reauth_once(
     assert later.outcomes[:1] == ["needs_reauth"], later
     assert later.messages == 1  # out of the due index: never enqueued again
     secret, item = system.secret(key), system.item(key)
-    assert secret.status is ConnectionStatus.NEEDS_REAUTH and secret.generation == 1
-    assert item.status is ConnectionStatus.NEEDS_REAUTH and item.lease is None
+    # The mark is a write like any other: the next generation.
+    assert secret.status is ConnectionStatus.NEEDS_REAUTH and secret.generation == 2
+    assert item.status is ConnectionStatus.NEEDS_REAUTH and item.lease is None and item.generation == 2
     [event] = system.events_of(EventType.CONNECTION_NEEDS_REAUTHORIZATION, key)
     assert event.reason is not None and event.reason.startswith("needs_reauth")
     assert system.metrics.total("ConnectionsNeedingReauth", provider="worksection") == 1
