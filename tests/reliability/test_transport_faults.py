@@ -248,8 +248,8 @@ def test_an_answer_lost_after_the_server_acted(  # noqa: PLR0917 - fixtures and 
         # DOT revoked the refresh token we still hold: the retry is refused, once, and that is final.
         assert later.outcomes == ["needs_reauth"], later
         assert system.run_schedule(3600).messages == 0  # out of the sweep for good
-        secret = system.secret(key)
-        assert secret.status is ConnectionStatus.NEEDS_REAUTH and secret.generation == 2  # the mark is the next generation
+        secret = system.secret(key)  # marked as the next generation, like any write
+        assert secret.status is ConnectionStatus.NEEDS_REAUTH and secret.generation == 2
         [event] = system.events_of(EventType.CONNECTION_NEEDS_REAUTHORIZATION, key)
         assert event.reason is not None and "invalid_grant" in event.reason
         assert calls == 2
