@@ -289,22 +289,29 @@ class RefreshEngine:
         connection = run.connection
         if not connection.is_active:
             return self._inactive(run)
-        # A backoff binds every run, an interrupted one too: after an inconclusive dead grant it is
-        # the time a late writer gets to land its token. Otherwise an interrupted attempt is retried
-        # at once, due or not.
-        stopped = self._item_gate(run, should_refresh, backoff_only=run.interrupted)
-        if stopped is not None:
-            return stopped
+        if not run.interrupted:
+            stopped = self._item_gate(run, should_refresh)
+            if stopped is not None:
+                return stopped
 
         stored = self._repo.token(run.key)
         if stored.generation > connection.generation:
-            return self._reconcile(run, stored, should_refresh)
+            return self._reconcile(run, stored, should_refresh)  # a late write landed: adopt it, always
         if stored.status is not ConnectionStatus.ACTIVE:
             # An earlier run (of a version that marked at the same generation) marked the secret and
             # died before the item: finish it, with the event and metric that run never got to.
             error = NeedsReauthorization("the grant is dead (found marked by an earlier run)")
             self._repo.items.mark_needs_reauth(run.key, run.owner, error, generation=stored.generation)
             return self._announce_needs_reauth(run, stored, error, "needs_reauth:recovered")
+        if run.interrupted:
+            # An interrupted attempt is retried at once, due or not, unless a backoff says a late writer
+            # may still land its token: then nobody (a vend included) spends the grant or concludes.
+            stopped = self._item_gate(run, should_refresh, backoff_only=True)
+            if stopped is not None:
+                return stopped
+        return self._refresh_if_wanted(run, stored, should_refresh)
+
+    def _refresh_if_wanted(self, run: _Run, stored: StoredToken, should_refresh: ShouldRefresh | None) -> RefreshResult:
         if not self._wanted(run, stored, should_refresh):
             self._release(run)
             return RefreshResult(RefreshOutcome.NOT_NEEDED, run.key, stored.generation, stored)
