@@ -136,7 +136,11 @@ class SigV4Verifier:
         claims = self._claims(request)
         self._check_scope(claims)
         self._check_time(claims)
-        expected = self._signature(request, claims)
+        try:
+            expected = self._signature(request, claims)
+        except ValueError:
+            # A Host header no URL can carry (e.g. "a[b"): API Gateway refuses such a request too.
+            raise SignatureError("The request could not be canonicalised for signing.") from None
         if not hmac.compare_digest(expected.encode(), claims.signature.encode()):
             raise SignatureError(
                 "The request signature we calculated does not match the signature you provided. "

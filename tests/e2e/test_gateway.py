@@ -293,6 +293,13 @@ def test_a_tampered_path_query_or_body_is_refused(base_url: str) -> None:
     forbidden(requests.post(signed_for, headers=signed_headers("GET", signed_for), timeout=5))
 
 
+def test_a_host_header_no_url_can_carry_is_refused_not_a_crash(base_url: str) -> None:
+    """Found by the IAM fuzz run: a Host such as "a[b" made the verifier's canonical URL raise (500)."""
+    url = f"{base_url}/tokens/workly/acme"
+    headers = signed_headers("GET", url)
+    forbidden(requests.get(url, headers={**headers, "Host": "pFrt[EZPAS<J!Aah(35b3c"}, timeout=5))
+
+
 def test_stale_and_future_signatures_are_refused(base_url: str) -> None:
     url = f"{base_url}/tokens/workly/acme"
     assert "expired" in forbidden(signed_get(url, at=time.time() - 6 * 60)).lower()
