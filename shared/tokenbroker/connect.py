@@ -676,8 +676,7 @@ class ConnectService:
             if token.refresh_token or login
             else None  # nothing to refresh with: the token simply lives until it expires
         )
-        existed = _was_connected(self._repo.get(key))
-        connection = self._repo.save_connected(
+        saved = self._repo.save_connected(
             key,
             token,
             metadata=metadata,
@@ -685,6 +684,7 @@ class ConnectService:
             login=login,
             schedule=Schedule(float(token.expires_at), refresh_expires_at, due),
         )
+        connection, existed = saved.connection, _was_connected(saved.previous)
         event_type = EventType.CONNECTION_REAUTHORIZED if existed else EventType.CONNECTION_CREATED
         self._events.publish(
             DomainEvent.for_key(

@@ -162,6 +162,12 @@ class Written:
     adopted: bool = False  # superseded: the item was brought up to the winner by us
 
 
+@dataclass(frozen=True, slots=True)
+class Saved:
+    connection: Connection
+    previous: Connection | None  # the item as it was before (None: a brand-new connection)
+
+
 Notice = Callable[[str, ConnectionKey], None]
 
 
@@ -304,7 +310,7 @@ class ConnectionRepository:
         scopes: Sequence[str],
         login: PasswordLogin | None,
         schedule: Schedule,
-    ) -> Connection:
+    ) -> Saved:
         """Make a freshly granted ``token`` current: the item first, then the secret.
 
         The item write clears any refresh's lease and takes the next generation, so a refresh of
@@ -324,7 +330,7 @@ class ConnectionRepository:
             stored = StoredToken(token, connection.generation, ConnectionStatus.ACTIVE, dict(metadata), login)
             try:
                 self.secrets.put(key, stored, restore_deleted=True)
-                return connection
+                return Saved(connection, before)
             except GenerationConflict:
                 if attempt == MAX_SAVE_ATTEMPTS:
                     raise
