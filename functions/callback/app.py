@@ -252,9 +252,10 @@ def not_found(_: NotFoundError) -> Response[str]:
 
 
 def domain_error(error: TokenBrokerError) -> Response[str]:
-    log = logger.warning if error.http_status >= 500 else logger.info
-    log("connect request failed", extra={"error_code": error.code, "status": error.http_status, "error": str(error)})
-    return respond(pages.error_page(error, branding=branding(), return_to=error.return_to))
+    page = pages.error_page(error, branding=branding(), return_to=error.return_to)
+    log = logger.warning if page.status >= 500 else logger.info
+    log("connect request failed", extra={"error_code": error.code, "status": page.status, "error": str(error)})
+    return respond(page)
 
 
 def unexpected_error(error: Exception) -> Response[str]:

@@ -40,7 +40,6 @@ from tokenbroker.api.contract import (
     read_token_answer,
 )
 from tokenbroker.errors import (
-    AccountProblem,
     ConnectionNotFound,
     ConnectSessionExpired,
     ConnectSessionNotCompleted,
@@ -48,10 +47,10 @@ from tokenbroker.errors import (
     InvalidInput,
     NeedsReauthorization,
     PendingConfirmation,
-    ProviderConfigurationError,
+    ProviderError,
+    ProviderErrorKind,
     RefreshInProgress,
     TokenBrokerError,
-    TransientProviderError,
     UnknownProvider,
     UnsupportedOperation,
 )
@@ -81,14 +80,12 @@ class AccessDenied(TokenBrokerError):
     """403: the request was not signed, or IAM does not allow this caller to invoke the route."""
 
     code = "forbidden"
-    http_status = 403
 
 
 class BrokerError(TokenBrokerError):
     """An answer this SDK has no better exception for (unexpected status or body, network failure)."""
 
     code = "broker_error"
-    http_status = 502
 
     def __init__(self, message: str, *, status: int | None = None, error_code: str | None = None) -> None:
         super().__init__(message)
@@ -532,11 +529,6 @@ _ERRORS_BY_CODE: dict[str, _ErrorFactory] = {
     "refresh_in_progress": lambda message, retry_after: RefreshInProgress(
         message, retry_after=retry_after or DEFAULT_RETRY_AFTER
     ),
-    "provider_unavailable": lambda message, retry_after: TransientProviderError(
-        message, provider="tokenbroker", retry_after=retry_after
-    ),
-    "provider_configuration": lambda message, _: ProviderConfigurationError(message, provider="tokenbroker"),
-    "provider_account": lambda message, _: AccountProblem(message, provider="tokenbroker"),
     "unknown_provider": lambda message, _: UnknownProvider(message),
     "not_found": lambda message, _: ConnectionNotFound(message),
     "unsupported": lambda message, _: UnsupportedOperation(message),
@@ -559,7 +551,11 @@ def _error_of(status: int, data: Any, retry_after_header: str | None) -> TokenBr
     code = str(body.get("error") or "")
     message = str(body.get("message") or body.get("Message") or f"HTTP {status}")[:500]
     retry_after = _seconds(body.get("retry_after")) or _seconds(retry_after_header)
-    make = _ERRORS_BY_CODE.get(code) or _ERRORS_BY_STATUS.get(status)
+    make = _ERRORS_BY_CODE.get(code)
+    provider_kind = ProviderErrorKind.of_code(code)
+    if make is None and provider_kind is not None:  # the provider failed behind the broker
+        return ProviderError(provider_kind, message, provider="tokenbroker", retry_after=retry_after)
+    make = make or _ERRORS_BY_STATUS.get(status)
     if make is None:
         return BrokerError(message, status=status, error_code=code or None)
     return make(message, retry_after)

@@ -36,19 +36,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from tokenbroker.api.statuses import http_status
 from tokenbroker.clock import Clock
 from tokenbroker.errors import (
-    AccountProblem,
     ConfigurationError,
     ConnectSessionExpired,
     ConnectSessionNotCompleted,
     EndUserMismatch,
     InvalidInput,
-    InvalidUserCredentials,
-    ProviderConfigurationError,
     ProviderError,
+    ProviderErrorKind,
     TokenBrokerError,
-    TransientProviderError,
     UnsupportedOperation,
 )
 from tokenbroker.events import DomainEvent, EventSink, EventType
@@ -87,16 +85,21 @@ MAX_END_USER_ID = 256
 MAX_EMAIL = 320
 MAX_PASSWORD = 1024
 # Authorization errors a provider may send back to the callback (RFC 6749 section 4.1.2.1) that
-# mean "our setup is wrong" or "try later" rather than a plain refusal.
-CALLBACK_ERROR_KINDS: dict[str, type[ProviderError]] = {
-    "invalid_request": ProviderConfigurationError,
-    "unauthorized_client": ProviderConfigurationError,
-    "unsupported_response_type": ProviderConfigurationError,
-    "invalid_scope": ProviderConfigurationError,
-    "invalid_client": ProviderConfigurationError,
-    "server_error": ProviderError,
-    "temporarily_unavailable": TransientProviderError,
+# mean "our setup is wrong" or "try later" rather than a plain refusal (``access_denied`` is the
+# end user's own no; anything else is REFUSED).
+CALLBACK_ERROR_KINDS: dict[str, ProviderErrorKind] = {
+    "invalid_request": ProviderErrorKind.CONFIGURATION,
+    "unauthorized_client": ProviderErrorKind.CONFIGURATION,
+    "unsupported_response_type": ProviderErrorKind.CONFIGURATION,
+    "invalid_scope": ProviderErrorKind.CONFIGURATION,
+    "invalid_client": ProviderErrorKind.CONFIGURATION,
+    "server_error": ProviderErrorKind.TRANSIENT,  # the authorization server's HTTP 500
+    "temporarily_unavailable": ProviderErrorKind.TRANSIENT,
 }
+# A password login the provider could not judge: the attempt is refunded and the form offered again.
+_NOT_A_VERDICT_ON_THE_PASSWORD = frozenset(
+    {ProviderErrorKind.TRANSIENT, ProviderErrorKind.OUTCOME_UNKNOWN, ProviderErrorKind.ACCOUNT}
+)
 
 
 # --- errors (each maps to an HTML error page; messages are safe to show) --------------------
@@ -106,42 +109,36 @@ class SessionNotFound(TokenBrokerError):
     """Unknown, expired or already used connect session."""
 
     code = "connect_session_not_found"
-    http_status = 404
 
 
 class InvalidState(TokenBrokerError):
     """Unknown, reused, expired or foreign OAuth state: the callback did not start here."""
 
     code = "invalid_state"
-    http_status = 400
 
 
 class AuthorizationDenied(TokenBrokerError):
     """The end user (or the provider on their behalf) declined the authorization."""
 
     code = "access_denied"
-    http_status = 403
 
 
 class ForbiddenRequest(TokenBrokerError):
     """A form post that came from another site."""
 
     code = "forbidden"
-    http_status = 403
 
 
 class BrowserMismatch(TokenBrokerError):
     """The request lacks the binding cookie of the browser that opened the connect link."""
 
     code = "browser_mismatch"
-    http_status = 400
 
 
 class LinkUsedUp(TokenBrokerError):
     """Too many failed logins on one connect link: it is dead, even for the right password."""
 
     code = "connect_link_used_up"
-    http_status = 429
 
 
 # --- results ------------------------------------------------------------------------------------
@@ -372,26 +369,17 @@ class ConnectService:
             try:
                 scopes = list(session.scopes) or None
                 token = provider.password_grant(username=email, password=form.password, scopes=scopes)
-            except InvalidUserCredentials:
-                left = MAX_LOGIN_ATTEMPTS - counted.login_attempts
-                logger.info("wrong login on the connect form", extra={"provider": entry.name, "attempts_left": left})
-                if left <= 0:
-                    raise LinkUsedUp("too many failed sign-in attempts on this connect link") from None
-                return self._form(
-                    entry,
-                    counted,
-                    email=email,
-                    remember=form.remember,
-                    error="The e-mail or password is wrong. Check them and try again.",
-                    status=401,
-                )
-            except (TransientProviderError, AccountProblem) as error:
+            except ProviderError as error:
+                if error.kind is ProviderErrorKind.INVALID_CREDENTIALS:
+                    return self._wrong_login(entry, counted, email=email, remember=form.remember)
+                if error.kind not in _NOT_A_VERDICT_ON_THE_PASSWORD:
+                    raise
                 # The provider did not judge the password: the attempt does not count. Worth another
                 # try from the same form (later, or after fixing the account). The page says so in
                 # its own words: a provider's text is for the log (which masks the password).
                 self._onetime.refund_login_attempt(session.session_id)
                 logger.warning("password grant failed", extra={"provider": entry.name, "error": str(error)})
-                if isinstance(error, AccountProblem):
+                if error.kind is ProviderErrorKind.ACCOUNT:
                     problem = (
                         f"{entry.label} did not accept this account right now (for example, its subscription "
                         f"has ended). Check it with {entry.label}, then try again."
@@ -399,7 +387,7 @@ class ConnectService:
                 else:
                     problem = f"{entry.label} is not answering right now. Wait a minute, then try again."
                 return self._form(
-                    entry, session, email=email, remember=form.remember, error=problem, status=error.http_status
+                    entry, session, email=email, remember=form.remember, error=problem, status=http_status(error)
                 )
             login = PasswordLogin(email, form.password) if form.remember else None
             info = self._user_info(provider, token)
@@ -407,6 +395,20 @@ class ConnectService:
                 # Password providers without a user-info endpoint: the login e-mail names the account.
                 info = replace(info, email=email)
             return self._finish(entry, session, token, info, login=login)
+
+    def _wrong_login(self, entry: CatalogEntry, counted: ConnectSession, *, email: str, remember: bool) -> LoginForm:
+        left = MAX_LOGIN_ATTEMPTS - counted.login_attempts
+        logger.info("wrong login on the connect form", extra={"provider": entry.name, "attempts_left": left})
+        if left <= 0:
+            raise LinkUsedUp("too many failed sign-in attempts on this connect link")
+        return self._form(
+            entry,
+            counted,
+            email=email,
+            remember=remember,
+            error="The e-mail or password is wrong. Check them and try again.",
+            status=401,
+        )
 
     def password_reset(self, session_id: str, email: str, *, binding: str | None) -> LoginForm:
         """Ask the provider to mail a reset link: at most 3 per link, one a minute. The answer reads
@@ -432,17 +434,19 @@ class ConnectService:
             )
             try:
                 message = self._providers(entry.name).request_password_reset(email)
-            except (InvalidInput, InvalidUserCredentials):
+            except InvalidInput:
                 # An unknown or refused address reads exactly like a known one.
                 return self._form(entry, counted, email=email, notice=summary)
             except ProviderError as error:
+                if error.kind is ProviderErrorKind.INVALID_CREDENTIALS:
+                    return self._form(entry, counted, email=email, notice=summary)  # the same: refused address
                 logger.warning("password reset refused", extra={"provider": entry.name, "error": str(error)})
                 return self._form(
                     entry,
                     counted,
                     email=email,
                     error=f"{entry.label} could not send a reset e-mail right now. Try again in a minute.",
-                    status=error.http_status,
+                    status=http_status(error),
                 )
             original = message.strip() or None
             return self._form(entry, counted, email=email, notice=summary, notice_original=original)
@@ -475,8 +479,10 @@ class ConnectService:
                 logger.info("authorization declined", extra={"provider": entry.name, "provider_error": error_code})
                 if error_code == "access_denied":
                     raise AuthorizationDenied(f"{entry.label} did not grant access")
-                kind = CALLBACK_ERROR_KINDS.get(error_code, ProviderError)
-                raise kind(f"{entry.label} reported an error", provider=entry.name, provider_code=error_code)
+                kind = CALLBACK_ERROR_KINDS.get(error_code, ProviderErrorKind.REFUSED)
+                raise ProviderError(
+                    kind, f"{entry.label} reported an error", provider=entry.name, provider_code=error_code
+                )
             if not code:
                 raise InvalidInput("the sign-in answer has no authorization code", field="code")
             # The link must still be open: a flow completed in another tab or browser ends it.

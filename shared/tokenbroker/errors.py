@@ -2,19 +2,17 @@
 
 Every error's ``str()`` and ``message`` are safe to log and to show: constructors take messages
 that were written by us or sanitised from a provider body, never a token, code, password or
-client secret. ``code`` is the stable machine-readable name used in API error bodies and
-``http_status`` the status an API maps it to.
+client secret. ``code`` is the stable machine-readable name used in API error bodies; which HTTP
+status that is, the edge decides (``tokenbroker.api.statuses``).
 """
 
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
 
 
 class TokenBrokerError(Exception):
-    code: ClassVar[str] = "internal_error"
-    http_status: ClassVar[int] = 500
+    code: str = "internal_error"  # a class constant, except on ProviderError (its kind's)
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -34,7 +32,6 @@ class ConfigurationError(TokenBrokerError):
 
 class InvalidInput(TokenBrokerError):
     code = "bad_request"
-    http_status = 400
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -43,54 +40,46 @@ class InvalidInput(TokenBrokerError):
 
 class UnknownProvider(TokenBrokerError):
     code = "unknown_provider"
-    http_status = 404
 
 
 class ConnectionNotFound(TokenBrokerError):
     code = "not_found"
-    http_status = 404
 
 
 class NeedsReauthorization(TokenBrokerError):
     """The connection exists but its grant is dead: the end user must connect again."""
 
     code = "needs_reauth"
-    http_status = 409
 
 
 class PendingConfirmation(TokenBrokerError):
     """The connection's grant awaits the application's confirmation: nothing to vend yet."""
 
     code = "pending_confirmation"
-    http_status = 409
 
 
 class ConnectSessionExpired(TokenBrokerError):
     """The connect session (and any grant pending on it) expired before it was confirmed."""
 
     code = "connect_session_expired"
-    http_status = 410
 
 
 class ConnectSessionNotCompleted(TokenBrokerError):
     """Confirmation asked for a session whose end user has not finished connecting yet."""
 
     code = "connect_session_not_completed"
-    http_status = 409
 
 
 class EndUserMismatch(TokenBrokerError):
     """The application confirmed a session for another end user than the one it was made for."""
 
     code = "end_user_mismatch"
-    http_status = 403
 
 
 class RefreshInProgress(TokenBrokerError):
     """Another worker holds the refresh lease longer than the caller may wait."""
 
     code = "refresh_in_progress"
-    http_status = 503
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -101,7 +90,6 @@ class AwsUnavailable(TokenBrokerError):
     """An AWS service throttled or failed after botocore's own retries: nothing changed, retry."""
 
     code = "service_unavailable"
-    http_status = 503
 
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
@@ -112,29 +100,62 @@ class LeaseLost(TokenBrokerError):
     """A conditional write found that this owner no longer holds the lease (fencing)."""
 
     code = "lease_lost"
-    http_status = 503
 
 
 # --- provider errors -------------------------------------------------------------------------
 
 
-class ErrorKind(enum.StrEnum):
-    REAUTHORIZATION_REQUIRED = "reauthorization_required"  # the grant is dead
+class ProviderErrorKind(enum.StrEnum):
+    """What a provider's failure means for the grant: the one taxonomy, decided by the classifier.
+
+    The values are metric dimensions (``RefreshProblem`` by ``kind``); ``code`` is the API's name.
+    """
+
+    REAUTHORIZATION_REQUIRED = "reauthorization_required"  # the grant is dead: connect again
+    INVALID_CREDENTIALS = "invalid_credentials"  # a password login refused (Workly 7002): ask again
     CONFIGURATION = "configuration"  # our client credentials or setup are wrong
     ACCOUNT = "account"  # the end user's account is unusable (e.g. unpaid)
     TRANSIENT = "transient"  # try again later, token kept
     OUTCOME_UNKNOWN = "outcome_unknown"  # request sent, answer lost: the grant may have rotated
+    REFUSED = "refused"  # refused for a reason the provider named in no way we know
+
+    @property
+    def code(self) -> str:
+        """The stable machine-readable name in API error bodies and recorded failures."""
+        return _CODES[self]
+
+    @property
+    def grant_is_dead(self) -> bool:
+        """Retrying cannot help: only the end user connecting again can."""
+        return self in (ProviderErrorKind.REAUTHORIZATION_REQUIRED, ProviderErrorKind.INVALID_CREDENTIALS)
+
+    @classmethod
+    def of_code(cls, code: str) -> ProviderErrorKind | None:
+        """The kind a recorded or received ``code`` stands for (the first one, for shared codes)."""
+        return next((kind for kind in cls if kind.code == code), None)
+
+
+_CODES: dict[ProviderErrorKind, str] = {
+    ProviderErrorKind.REAUTHORIZATION_REQUIRED: "needs_reauth",
+    ProviderErrorKind.INVALID_CREDENTIALS: "invalid_credentials",
+    ProviderErrorKind.CONFIGURATION: "provider_configuration",
+    ProviderErrorKind.ACCOUNT: "provider_account",
+    ProviderErrorKind.TRANSIENT: "provider_unavailable",
+    # For the caller the same as TRANSIENT; only the refresh engine treats it with more care.
+    ProviderErrorKind.OUTCOME_UNKNOWN: "provider_unavailable",
+    ProviderErrorKind.REFUSED: "provider_error",
+}
 
 
 class ProviderError(TokenBrokerError):
-    """A provider refused or failed. Carries the provider's own code; the message is sanitised."""
+    """A provider refused or failed. ``kind`` says what that means; the message is sanitised.
 
-    kind: ClassVar[ErrorKind] = ErrorKind.TRANSIENT
-    code = "provider_error"
-    http_status = 502
+    ``provider_code`` is the provider's own error code and ``status`` its HTTP status, when known.
+    """
 
     def __init__(
         self,
+        kind: ProviderErrorKind,
         message: str,
         *,
         provider: str,
@@ -143,6 +164,8 @@ class ProviderError(TokenBrokerError):
         retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
+        self.kind = kind
+        self.code = kind.code
         self.provider = provider
         self.provider_code = provider_code
         self.status = status
@@ -156,44 +179,9 @@ class ProviderError(TokenBrokerError):
             parts.append(f"status={self.status}")
         return " ".join(parts)
 
-
-class ReauthorizationRequired(ProviderError):
-    kind = ErrorKind.REAUTHORIZATION_REQUIRED
-    code = "needs_reauth"
-
-
-class InvalidUserCredentials(ReauthorizationRequired):
-    """The end user's login or password is wrong (Workly 7002): ask them again."""
-
-    code = "invalid_credentials"
-
-
-class ProviderConfigurationError(ProviderError):
-    kind = ErrorKind.CONFIGURATION
-    code = "provider_configuration"
-
-
-class AccountProblem(ProviderError):
-    kind = ErrorKind.ACCOUNT
-    code = "provider_account"
-
-
-class TransientProviderError(ProviderError):
-    kind = ErrorKind.TRANSIENT
-    code = "provider_unavailable"
-    http_status = 503
-
-
-class OutcomeUnknown(TransientProviderError):
-    """The request reached the provider but no answer came back.
-
-    For a rotating refresh grant the old refresh token may already be dead, so callers must not
-    retry blindly in a tight loop; the next attempt decides (success, or a dead grant).
-    """
-
-    kind = ErrorKind.OUTCOME_UNKNOWN
+    def __repr__(self) -> str:
+        return f"ProviderError({self.kind.name}, {self!s})"
 
 
 class UnsupportedOperation(TokenBrokerError):
     code = "unsupported"
-    http_status = 400

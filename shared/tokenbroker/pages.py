@@ -23,6 +23,7 @@ from importlib import resources
 from string import Template
 from typing import TYPE_CHECKING
 
+from tokenbroker.api.statuses import UNAVAILABLE, http_status
 from tokenbroker.connect import (
     AuthorizationDenied,
     BrowserMismatch,
@@ -32,16 +33,14 @@ from tokenbroker.connect import (
     SessionNotFound,
 )
 from tokenbroker.errors import (
-    AccountProblem,
     ConfigurationError,
     ConnectSessionExpired,
     ConnectSessionNotCompleted,
     EndUserMismatch,
     InvalidInput,
-    ProviderConfigurationError,
     ProviderError,
+    ProviderErrorKind,
     TokenBrokerError,
-    TransientProviderError,
     UnknownProvider,
     UnsupportedOperation,
 )
@@ -420,7 +419,8 @@ class ErrorText:
 START_AGAIN = "Go back to {app} and start connecting again."
 
 
-# Most specific first: the first entry whose type matches an error explains it.
+# Most specific first: the first entry whose type matches an error explains it. A provider's
+# error is explained by its kind (below).
 _ERROR_TEXTS: tuple[tuple[type[TokenBrokerError], ErrorText], ...] = (
     (
         SessionNotFound,
@@ -496,39 +496,34 @@ _ERROR_TEXTS: tuple[tuple[type[TokenBrokerError], ErrorText], ...] = (
         ),
     ),
     (UnknownProvider, ErrorText("Unknown service", "This service is not available here.", START_AGAIN)),
-    (
-        ProviderConfigurationError,
-        ErrorText(
-            "The connection is not set up correctly",
-            "The provider refused this service's own credentials. Nothing was stored.",
-            "Please tell the support team of {app}; trying again will not help until they fix it.",
-        ),
-    ),
-    (
-        AccountProblem,
-        ErrorText(
-            "The provider refused this account",
-            "The account cannot be used right now (for example, its subscription has ended). Nothing was stored.",
-            "Check the account with the provider, then go back to {app} and connect again.",
-        ),
-    ),
-    (
-        TransientProviderError,
-        ErrorText(
-            "The provider is not answering",
-            "The provider is unavailable or busy right now. Nothing was stored.",
-            "Wait a minute, then go back to {app} and connect again.",
-        ),
-    ),
-    (
-        ProviderError,
-        ErrorText(
-            "The provider could not complete the connection",
-            "The provider refused to finish the sign-in. Nothing was stored.",
-            START_AGAIN,
-        ),
-    ),
 )
+_PROVIDER_REFUSED = ErrorText(
+    "The provider could not complete the connection",
+    "The provider refused to finish the sign-in. Nothing was stored.",
+    START_AGAIN,
+)
+_PROVIDER_UNAVAILABLE = ErrorText(
+    "The provider is not answering",
+    "The provider is unavailable or busy right now. Nothing was stored.",
+    "Wait a minute, then go back to {app} and connect again.",
+)
+_PROVIDER_TEXTS: dict[ProviderErrorKind, ErrorText] = {
+    ProviderErrorKind.CONFIGURATION: ErrorText(
+        "The connection is not set up correctly",
+        "The provider refused this service's own credentials. Nothing was stored.",
+        "Please tell the support team of {app}; trying again will not help until they fix it.",
+    ),
+    ProviderErrorKind.ACCOUNT: ErrorText(
+        "The provider refused this account",
+        "The account cannot be used right now (for example, its subscription has ended). Nothing was stored.",
+        "Check the account with the provider, then go back to {app} and connect again.",
+    ),
+    ProviderErrorKind.TRANSIENT: _PROVIDER_UNAVAILABLE,
+    ProviderErrorKind.OUTCOME_UNKNOWN: _PROVIDER_UNAVAILABLE,
+    ProviderErrorKind.REAUTHORIZATION_REQUIRED: _PROVIDER_REFUSED,
+    ProviderErrorKind.INVALID_CREDENTIALS: _PROVIDER_REFUSED,
+    ProviderErrorKind.REFUSED: _PROVIDER_REFUSED,
+}
 _INTERNAL = ErrorText(
     "Something went wrong",
     "The connection could not be completed because of a problem on our side. Nothing was stored.",
@@ -548,7 +543,10 @@ def _error_text(error: TokenBrokerError, branding: Branding) -> ErrorText:
     if isinstance(error, InvalidInput | UnsupportedOperation):
         # Our own validation messages: written for people, never echo a secret (and no template).
         return ErrorText("The request was not valid", error.message, _named(START_AGAIN, branding))
-    text = next((text for kind, text in _ERROR_TEXTS if isinstance(error, kind)), _INTERNAL)
+    if isinstance(error, ProviderError):
+        text = _PROVIDER_TEXTS[error.kind]
+    else:
+        text = next((text for kind, text in _ERROR_TEXTS if isinstance(error, kind)), _INTERNAL)
     return ErrorText(text.heading, _named(text.explanation, branding), _named(text.advice, branding))
 
 
@@ -579,8 +577,9 @@ def error_page(error: TokenBrokerError, *, branding: Branding, return_to: str | 
         back=Safe(_back_link(branding, return_to)),
         details=Safe(details),
     )
-    response = page(error.http_status, f"{text.heading} - {branding.app_name}", content, branding=branding)
+    status = http_status(error)
+    response = page(status, f"{text.heading} - {branding.app_name}", content, branding=branding)
     retry_after = getattr(error, "retry_after", None)
-    if isinstance(retry_after, int | float) and retry_after > 0 and error.http_status == 503:
+    if isinstance(retry_after, int | float) and retry_after > 0 and status == UNAVAILABLE:
         response.headers["Retry-After"] = str(max(1, round(retry_after)))
     return response

@@ -60,15 +60,11 @@ from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from tokenbroker import schedule
 from tokenbroker.clock import Clock
 from tokenbroker.errors import (
-    AccountProblem,
-    ErrorKind,
     LeaseLost,
     NeedsReauthorization,
-    ProviderConfigurationError,
     ProviderError,
-    ReauthorizationRequired,
+    ProviderErrorKind,
     TokenBrokerError,
-    TransientProviderError,
     UnknownProvider,
     UnsupportedOperation,
 )
@@ -182,11 +178,10 @@ class _Again(Exception):
     """Internal: the item was reconciled and the token still needs a refresh: start over once."""
 
 
+# A provider failure that is not a dead grant; anything unnamed here is worth retrying.
 _FAILURE_OUTCOMES = {
-    ErrorKind.TRANSIENT: RefreshOutcome.TRANSIENT_FAILURE,
-    ErrorKind.OUTCOME_UNKNOWN: RefreshOutcome.TRANSIENT_FAILURE,
-    ErrorKind.CONFIGURATION: RefreshOutcome.CONFIGURATION_FAILURE,
-    ErrorKind.ACCOUNT: RefreshOutcome.ACCOUNT_FAILURE,
+    ProviderErrorKind.CONFIGURATION: RefreshOutcome.CONFIGURATION_FAILURE,
+    ProviderErrorKind.ACCOUNT: RefreshOutcome.ACCOUNT_FAILURE,
 }
 
 
@@ -372,20 +367,20 @@ class RefreshEngine:
     def _refresh_token(self, run: _Run, stored: StoredToken) -> RefreshResult:
         try:
             provider = self._providers(run.key.provider)
-        except (UnknownProvider, ProviderConfigurationError) as error:
-            problem = _as_provider_error(error, run.key.provider)
-            return self._failed(run, stored, problem)
+        except UnknownProvider as error:
+            return self._failed(run, stored, _misconfigured(error, run.key.provider))
+        except ProviderError as error:  # its app credentials are missing or unreadable
+            return self._failed(run, stored, error)
         run.provider = provider
 
         run.provider_called = True
         started = time.perf_counter()
         try:
             fresh = provider.refresh(stored.token)
-        except ReauthorizationRequired as error:
-            self._latency(run.key.provider, started)
-            return self._dead_grant(run, stored, provider, error)
         except ProviderError as error:
             self._latency(run.key.provider, started)
+            if error.kind.grant_is_dead:
+                return self._dead_grant(run, stored, provider, error)
             return self._failed(run, stored, error)
         self._latency(run.key.provider, started)
         # Providers merge already; doing it again costs nothing and protects against one that does not.
@@ -484,9 +479,7 @@ class RefreshEngine:
 
     # --- failures ----------------------------------------------------------------------------
 
-    def _dead_grant(
-        self, run: _Run, stored: StoredToken, provider: Provider, error: ReauthorizationRequired
-    ) -> RefreshResult:
+    def _dead_grant(self, run: _Run, stored: StoredToken, provider: Provider, error: ProviderError) -> RefreshResult:
         current = self._repo.token(run.key)
         if current.generation > stored.generation:
             # Another worker refreshed meanwhile (our refresh token was the old one): not fatal.
@@ -516,23 +509,23 @@ class RefreshEngine:
         run: _Run,
         stored: StoredToken,
         provider: Provider,
-        error: ReauthorizationRequired,
+        error: ProviderError,
         login: PasswordLogin,
     ) -> RefreshResult:
         try:
             fresh = provider.password_grant(
                 username=login.username, password=login.password, scopes=stored.token.scopes or None
             )
-        except ReauthorizationRequired as login_error:  # includes InvalidUserCredentials (7002)
-            return self._needs_reauth(run, stored, login_error)
         except UnsupportedOperation:
             return self._needs_reauth(run, stored, error)
         except ProviderError as login_error:
+            if login_error.kind.grant_is_dead:  # the password changed (Workly 7002) or the account went
+                return self._needs_reauth(run, stored, login_error)
             return self._failed(run, stored, login_error)
         logger.info("dead grant; re-authenticated with the stored login", extra=_log_fields(run.key))
         return self._persist(run, stored, fresh.merged_over(stored.token), RefreshOutcome.REAUTHENTICATED)
 
-    def _inconclusive(self, run: _Run, stored: StoredToken, error: ReauthorizationRequired) -> RefreshResult:
+    def _inconclusive(self, run: _Run, stored: StoredToken, error: ProviderError) -> RefreshResult:
         """A dead grant right after an interrupted attempt proves nothing yet: that attempt may have
         rotated the token and still be writing it (a worker that outlived its lease). Every caller
         backs off until one lease after that attempt's lease ended, the attempt stays visible, and
@@ -543,7 +536,8 @@ class RefreshEngine:
         assert attempt is not None  # _late_writer_possible checked it
         until = max(now, attempt.started_at + 2 * self._lease_seconds)
         self._emit("DeadGrantAfterInterruption", 1, run.key.provider)
-        retry = TransientProviderError(
+        retry = ProviderError(
+            ProviderErrorKind.TRANSIENT,
             "the grant was refused right after an interrupted refresh; checking again",
             provider=run.key.provider,
             provider_code=error.provider_code,
@@ -709,25 +703,21 @@ def _backing_off(connection: Connection, now: float) -> bool:
     return connection.failures > 0 and connection.next_refresh_at is not None and connection.next_refresh_at > now
 
 
-_ERRORS_BY_CODE: dict[str, type[ProviderError]] = {
-    TransientProviderError.code: TransientProviderError,
-    ProviderConfigurationError.code: ProviderConfigurationError,
-    AccountProblem.code: AccountProblem,
-}
-
-
 def _error_of(last_error: LastError | None, provider: str, retry_after: float) -> ProviderError:
     """The recorded failure as an error again (its message was sanitised when it was recorded)."""
     if last_error is None:
-        return TransientProviderError("the provider failed recently", provider=provider, retry_after=retry_after)
-    error_class = _ERRORS_BY_CODE.get(last_error.code, TransientProviderError)
-    return error_class(last_error.message, provider=provider, retry_after=retry_after)
+        return ProviderError(
+            ProviderErrorKind.TRANSIENT, "the provider failed recently", provider=provider, retry_after=retry_after
+        )
+    kind = ProviderErrorKind.of_code(last_error.code)
+    if kind not in _FAILURE_OUTCOMES:  # not an operator's problem: for the caller, "try later"
+        kind = ProviderErrorKind.TRANSIENT
+    return ProviderError(kind, last_error.message, provider=provider, retry_after=retry_after)
 
 
-def _as_provider_error(error: TokenBrokerError, provider: str) -> ProviderError:
-    if isinstance(error, ProviderError):
-        return error
-    return ProviderConfigurationError(error.message, provider=provider, provider_code=error.code)
+def _misconfigured(error: TokenBrokerError, provider: str) -> ProviderError:
+    """The catalog does not (or no longer) know the provider of a stored connection."""
+    return ProviderError(ProviderErrorKind.CONFIGURATION, error.message, provider=provider, provider_code=error.code)
 
 
 def _reason(error: ProviderError, run: _Run) -> str:

@@ -32,8 +32,8 @@ from tokenbroker.errors import (
     NeedsReauthorization,
     PendingConfirmation,
     ProviderError,
+    ProviderErrorKind,
     RefreshInProgress,
-    TransientProviderError,
 )
 from tokenbroker.events import DomainEvent, EventSink, EventType
 from tokenbroker.keys import ConnectionKey, validate_provider_name
@@ -304,7 +304,8 @@ class VendingService:
             raise NeedsReauthorization(f"the connection needs re-authorisation: {REAUTH_HINT}")
         if outcome == "transient_failure":
             retry_after = result.retry_after or (result.error.retry_after if result.error else None)
-            raise TransientProviderError(
+            raise ProviderError(
+                ProviderErrorKind.TRANSIENT,
                 f"{key.provider} is unavailable, the token could not be refreshed; try again later",
                 provider=key.provider,
                 provider_code=result.error.provider_code if result.error else None,
@@ -312,8 +313,11 @@ class VendingService:
             )
         if result.error is not None:  # configuration_failure, account_failure: keep their own code
             raise result.error
-        raise TransientProviderError(
-            f"refresh of {key} ended with {outcome}", provider=key.provider, retry_after=DEFAULT_RETRY_AFTER
+        raise ProviderError(
+            ProviderErrorKind.TRANSIENT,
+            f"refresh of {key} ended with {outcome}",
+            provider=key.provider,
+            retry_after=DEFAULT_RETRY_AFTER,
         )
 
     def _await_winner(

@@ -36,8 +36,8 @@ from tokenbroker.clock import ManualClock
 from tokenbroker.errors import (
     ConnectionNotFound,
     NeedsReauthorization,
-    OutcomeUnknown,
-    ReauthorizationRequired,
+    ProviderError,
+    ProviderErrorKind,
     RefreshInProgress,
     TokenBrokerError,
 )
@@ -98,10 +98,15 @@ class ModelProvider(Provider):
         answer = self.issue() if alive else None  # rotation happens at the provider, answer or not
         self._wire()
         if answer is None:
-            raise ReauthorizationRequired("invalid_grant", provider=self.name, provider_code="invalid_grant")
+            raise ProviderError(
+                ProviderErrorKind.REAUTHORIZATION_REQUIRED,
+                "invalid_grant",
+                provider=self.name,
+                provider_code="invalid_grant",
+            )
         if self.lose_next_answer:
             self.lose_next_answer = False
-            raise OutcomeUnknown("the answer was lost", provider=self.name)
+            raise ProviderError(ProviderErrorKind.OUTCOME_UNKNOWN, "the answer was lost", provider=self.name)
         return self.deliver(answer)
 
     def _wire(self) -> None:

@@ -12,15 +12,14 @@ from pathlib import Path
 import pytest
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import (
-    InvalidUserCredentials,
-    ProviderConfigurationError,
     ProviderError,
-    ReauthorizationRequired,
+    ProviderErrorKind,
 )
 from tokenbroker.http import HttpClient
 from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
 
 from tests.peers.peer_servers import DotPeer, write_catalog
+from tests.support.errors import raises_kind
 
 pytestmark = pytest.mark.peers
 
@@ -112,13 +111,13 @@ def test_refresh_rotates_and_the_replayed_old_refresh_token_needs_reauthorizatio
     assert second.scopes == ("read",)
     assert provider.user_info(second).name == dot_peer.username
 
-    with pytest.raises(ReauthorizationRequired) as raised:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as raised:
         provider.refresh(first)
     error = raised.value
     assert error.provider_code == "invalid_grant"
     assert error.status == 400
     # A dead refresh token is not a wrong password: the user is not asked to fix their login.
-    assert not isinstance(error, InvalidUserCredentials)
+    assert error.kind is not ProviderErrorKind.INVALID_CREDENTIALS
     assert_no_secret_in(error, first.refresh_token, dot_peer.credentials.client_secret)
 
     # Without reuse protection DOT leaves the current grant alive: a stale worker's replay must not
@@ -137,7 +136,7 @@ def test_bad_user_credentials_are_invalid_user_credentials(
     username = dot_peer.username if username_is_known else "nobody-here"
     wrong_password = dot_peer.password + "-wrong"
 
-    with pytest.raises(InvalidUserCredentials) as raised:
+    with raises_kind(ProviderErrorKind.INVALID_CREDENTIALS) as raised:
         provider.password_grant(username=username, password=wrong_password)
 
     error = raised.value
@@ -153,7 +152,7 @@ def test_bad_client_secret_is_a_configuration_error(
     wrong = AppCredentials(dot_peer.credentials.client_id, dot_peer.credentials.client_secret + "x")
     provider = make_provider(catalog_file, http, clock, wrong, client_auth)
 
-    with pytest.raises(ProviderConfigurationError) as raised:
+    with raises_kind(ProviderErrorKind.CONFIGURATION) as raised:
         provider.password_grant(username=dot_peer.username, password=dot_peer.password)
 
     error = raised.value
@@ -171,9 +170,9 @@ def test_refresh_with_a_bad_client_secret_keeps_the_grant(
     misconfigured = make_provider(catalog_file, http, clock, wrong)
 
     # Our configuration is wrong, not the user's grant: a configuration error, never a re-auth.
-    with pytest.raises(ProviderConfigurationError) as raised:
+    with raises_kind(ProviderErrorKind.CONFIGURATION) as raised:
         misconfigured.refresh(token)
-    assert not isinstance(raised.value, ReauthorizationRequired)
+    assert raised.value.kind is not ProviderErrorKind.REAUTHORIZATION_REQUIRED
     assert_no_secret_in(raised.value, token.refresh_token, wrong.client_secret)
 
     # And the refresh token is still good once the configuration is fixed.

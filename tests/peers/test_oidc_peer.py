@@ -15,13 +15,17 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from tokenbroker.clock import ManualClock
-from tokenbroker.errors import ProviderConfigurationError, ProviderError, ReauthorizationRequired
+from tokenbroker.errors import (
+    ProviderError,
+    ProviderErrorKind,
+)
 from tokenbroker.http import HttpClient
 from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider, new_pkce_pair
 from tokenbroker.tokens import TokenSet
 
 from tests.peers.browser import AuthorizationResponse, authorize_as
 from tests.peers.peer_servers import OidcPeer, write_catalog
+from tests.support.errors import raises_kind
 
 pytestmark = pytest.mark.peers
 
@@ -170,7 +174,7 @@ def test_refresh_rotates_and_a_replayed_old_refresh_token_needs_reauthorization(
     assert set(second.scopes) == set(SCOPES)
     assert provider.user_info(second).id == "bob"
 
-    with pytest.raises(ReauthorizationRequired) as raised:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as raised:
         provider.refresh(first)
     assert raised.value.provider_code == "invalid_grant"
     assert raised.value.status == 400
@@ -178,9 +182,9 @@ def test_refresh_rotates_and_a_replayed_old_refresh_token_needs_reauthorization(
 
     # oidc-provider treats the replay as theft and revokes the whole grant, the current tokens
     # included: exactly why a refresher must never re-send a rotated refresh token blindly.
-    with pytest.raises(ReauthorizationRequired):
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
         provider.refresh(second)
-    with pytest.raises(ReauthorizationRequired) as dead_access:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as dead_access:
         provider.user_info(second)
     assert dead_access.value.provider_code == "invalid_token"
     assert dead_access.value.status == 401
@@ -193,7 +197,7 @@ def test_a_wrong_code_verifier_needs_reauthorization(
     authorized = authorize(provider, oidc_peer, "carol")
     other_verifier, _ = new_pkce_pair()
 
-    with pytest.raises(ReauthorizationRequired) as raised:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as raised:
         provider.exchange_code(
             code=authorized.response.code, redirect_uri=oidc_peer.redirect_uri, code_verifier=other_verifier
         )
@@ -212,7 +216,7 @@ def test_a_code_is_exchanged_once(
     )
     assert token.refresh_token
 
-    with pytest.raises(ReauthorizationRequired) as raised:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as raised:
         provider.exchange_code(
             code=authorized.response.code, redirect_uri=oidc_peer.redirect_uri, code_verifier=authorized.verifier
         )
@@ -229,7 +233,7 @@ def test_a_bad_client_secret_is_a_configuration_error(
     wrong = AppCredentials(registered.client_id, registered.client_secret + "x")
     misconfigured = make_provider(oidc_peer, catalog_file, http, clock, client_auth=client_auth, credentials=wrong)
 
-    with pytest.raises(ProviderConfigurationError) as raised:
+    with raises_kind(ProviderErrorKind.CONFIGURATION) as raised:
         misconfigured.exchange_code(
             code=authorized.response.code, redirect_uri=oidc_peer.redirect_uri, code_verifier=authorized.verifier
         )

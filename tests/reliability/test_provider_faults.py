@@ -17,7 +17,10 @@ from dataclasses import dataclass
 import pytest
 from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
-from tokenbroker.errors import NeedsReauthorization, TransientProviderError
+from tokenbroker.errors import (
+    NeedsReauthorization,
+    ProviderErrorKind,
+)
 from tokenbroker.events import EventType
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import ConnectionStatus, PasswordLogin
@@ -35,6 +38,7 @@ from tests.reliability.harness.system import (
     WS_PASSWORD,
     System,
 )
+from tests.support.errors import raises_kind
 
 READ_TIMEOUT = 0.3
 HANG = 0.8  # longer than READ_TIMEOUT: the client gives up first
@@ -374,7 +378,7 @@ def test_vends_during_an_outage_do_not_hammer_the_provider(
     vending = system.vending()
     answers: list[float] = []
     for _ in range(20):
-        with pytest.raises(TransientProviderError) as refused:
+        with raises_kind(ProviderErrorKind.TRANSIENT) as refused:
             vending.vend(key, min_ttl=3 * 3600)
         answers.append(refused.value.retry_after or 0)
         system.manual_clock.advance(1)  # a consumer retrying once a second

@@ -17,7 +17,9 @@ import pytest
 import requests
 from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
-from tokenbroker.errors import ErrorKind
+from tokenbroker.errors import (
+    ProviderErrorKind,
+)
 from tokenbroker.events import EventType
 from tokenbroker.http import HttpClient
 from tokenbroker.keys import ConnectionKey
@@ -319,7 +321,7 @@ def test_two_consecutive_refreshes(system: System, peers: dict[str, Peer], rotat
         stale = provider_for(system, peer)
         with pytest.raises(Exception) as replay:  # the first refresh token is dead
             stale.refresh(seeded.token)
-        assert getattr(replay.value, "kind", None) is ErrorKind.REAUTHORIZATION_REQUIRED
+        assert getattr(replay.value, "kind", None) is ProviderErrorKind.REAUTHORIZATION_REQUIRED
         did = "refreshed twice; new refresh token each time, old ones revoked, refresh-token expiry renewed"
     else:
         assert {s.token.refresh_token for s in seen} == {seeded.token.refresh_token}

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-from tokenbroker.errors import ErrorKind
+from tokenbroker.errors import (
+    ProviderErrorKind,
+)
 from tokenbroker.refresh import RefreshOutcome
 
 from tests.template.sam import ROOT, load, resources_of, sub_variables, substitute, transformed
@@ -181,7 +183,7 @@ def check_query(query: str, emitted: dict[str, set[frozenset[str]]]) -> None:
     if "outcome" in conditions:
         assert conditions["outcome"] in {str(o) for o in RefreshOutcome}, query
     if "kind" in conditions:
-        assert conditions["kind"] in {str(k) for k in ErrorKind}, query
+        assert conditions["kind"] in {str(k) for k in ProviderErrorKind}, query
     for group in (match["group"] or "").split(","):
         assert not group.strip() or group.strip() in dimensions, query
 

@@ -6,7 +6,10 @@ import io
 
 import pytest
 from tokenbroker import cli
-from tokenbroker.errors import InvalidInput
+from tokenbroker.api.statuses import http_status
+from tokenbroker.errors import (
+    InvalidInput,
+)
 from tokenbroker.keys import ConnectionKey, validate_connection_id
 
 
@@ -22,7 +25,7 @@ def test_dot_segments_are_not_connection_ids(value: str) -> None:
     # another route ARN, although the characters are all allowed.
     with pytest.raises(InvalidInput) as raised:
         validate_connection_id(value)
-    assert raised.value.http_status == 400
+    assert http_status(raised.value) == 400
     assert raised.value.field == "connection_id"
     assert "'.' or '..'" in raised.value.message
     with pytest.raises(InvalidInput):

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from tokenbroker.api.contract import ErrorAnswer, error_answer
+from tokenbroker.api.statuses import UNAVAILABLE, http_status
 from tokenbroker.aws import is_transient_aws_error
 from tokenbroker.errors import AwsUnavailable, TokenBrokerError
 from tokenbroker.observability import logger
@@ -25,8 +26,8 @@ class Failure:
 
 
 def domain_failure(error: TokenBrokerError) -> Failure:
-    retry_after = _retry_after(error)
-    return Failure(error.http_status, error_answer(error.code, error.message, retry_after))
+    status = http_status(error)
+    return Failure(status, error_answer(error.code, error.message, _retry_after(error, status)))
 
 
 def unexpected_failure(error: Exception, *, action: str | None = None) -> Failure:
@@ -39,8 +40,8 @@ def unexpected_failure(error: Exception, *, action: str | None = None) -> Failur
     return Failure(500, error_answer("internal_error", "internal error"))
 
 
-def _retry_after(error: TokenBrokerError) -> int | None:
+def _retry_after(error: TokenBrokerError, status: int) -> int | None:
     seconds = getattr(error, "retry_after", None)
-    if error.http_status != 503 and seconds is None:
+    if status != UNAVAILABLE and seconds is None:
         return None
     return max(1, math.ceil(seconds or 1))

@@ -1,7 +1,7 @@
 """Providers: the catalog, one small interface, and the classes behind it.
 
 ``build_provider(catalog.get("worksection"), credentials)`` is all a handler needs; it gets a
-``Provider`` whose calls return a normalised ``TokenSet`` or raise a ``ProviderError`` subclass.
+``Provider`` whose calls return a normalised ``TokenSet`` or raise a ``ProviderError`` of a kind.
 Each quirky provider is one module here that registers its kind (``kinds.register_kind``).
 """
 

@@ -46,7 +46,6 @@ class CatalogError(TokenBrokerError):
     """The catalog cannot be used as written. Never shows a field's value: it may be a secret."""
 
     code = "catalog_invalid"
-    http_status = 500
 
     def __init__(self, problem: str, *, source: str, provider: str | None = None, field: str | None = None) -> None:
         where = source

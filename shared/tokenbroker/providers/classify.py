@@ -1,4 +1,4 @@
-"""Failed provider answers -> one ``ProviderError`` subclass, as pure functions of the response.
+"""Failed provider answers -> one ``ProviderError`` of a kind, as pure functions of the response.
 
 What every provider shares: RFC 6749 (``error``/``error_description``, including the
 league/oauth2-server habits many PHP servers have), the status-only rules, and the building blocks
@@ -21,13 +21,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from tokenbroker.errors import (
-    InvalidUserCredentials,
-    ProviderConfigurationError,
-    ProviderError,
-    ReauthorizationRequired,
-    TransientProviderError,
-)
+from tokenbroker.errors import ProviderError, ProviderErrorKind
 from tokenbroker.http import HttpResponse
 from tokenbroker.redaction import MASK, SECRETS
 
@@ -181,15 +175,16 @@ def _www_authenticate_error(response: HttpResponse) -> str | None:
 
 
 def make_error(
-    cls: type[ProviderError],
+    kind: ProviderErrorKind,
     response: HttpResponse,
     ctx: CallContext,
     detail: str,
     *,
     code: str | None = None,
 ) -> ProviderError:
-    """An error of kind ``cls`` worded as "<operation> failed: <detail>", with the answer's Retry-After."""
-    return cls(
+    """An error of ``kind`` worded as "<operation> failed: <detail>", with the answer's Retry-After."""
+    return ProviderError(
+        kind,
         f"{ctx.operation.label} failed: {detail}" if detail else f"{ctx.operation.label} failed",
         provider=ctx.provider,
         provider_code=code,
@@ -219,10 +214,10 @@ def describe(code: str | None, description: str, ctx: CallContext) -> str:
 def classify_transport_level(response: HttpResponse, ctx: CallContext) -> ProviderError | None:
     """What the status alone decides, before looking into the body."""
     if response.status == 429:
-        return make_error(TransientProviderError, response, ctx, "rate limited (HTTP 429)", code=None)
+        return make_error(ProviderErrorKind.TRANSIENT, response, ctx, "rate limited (HTTP 429)", code=None)
     if 300 <= response.status < 400:
         return make_error(
-            ProviderConfigurationError,
+            ProviderErrorKind.CONFIGURATION,
             response,
             ctx,
             f"redirected (HTTP {response.status}); check the endpoint URL in the catalog",
@@ -236,7 +231,7 @@ def not_json_error(response: HttpResponse, ctx: CallContext) -> ProviderError:
     if not response.body.strip():
         kind = "empty body"
     return make_error(
-        TransientProviderError, response, ctx, f"answer is not a JSON object ({kind}, HTTP {response.status})"
+        ProviderErrorKind.TRANSIENT, response, ctx, f"answer is not a JSON object ({kind}, HTTP {response.status})"
     )
 
 
@@ -245,9 +240,9 @@ def classify_by_status(response: HttpResponse, ctx: CallContext, detail: str) ->
     status = response.status
     if status in (408, 425, 429) or status >= 500 or status < 300:
         # 2xx here means "no access_token and no recognisable error": a broken answer, try later.
-        return make_error(TransientProviderError, response, ctx, detail or f"unexpected answer (HTTP {status})")
+        return make_error(ProviderErrorKind.TRANSIENT, response, ctx, detail or f"unexpected answer (HTTP {status})")
     # Any other 4xx without a known error code: our request is wrong. Keep the tokens, alert.
-    return make_error(ProviderConfigurationError, response, ctx, detail or f"request rejected (HTTP {status})")
+    return make_error(ProviderErrorKind.CONFIGURATION, response, ctx, detail or f"request rejected (HTTP {status})")
 
 
 # --- RFC 6749 ------------------------------------------------------------------------------------
@@ -313,15 +308,15 @@ def _from_rfc_code(code: str, description: str, response: HttpResponse, ctx: Cal
     lowered = code.lower()
     if lowered == "invalid_grant" and ctx.operation is Operation.PASSWORD:
         # RFC 6749 5.2: for a password grant the "grant" is the user's login: ask them again.
-        return make_error(InvalidUserCredentials, response, ctx, detail, code=code)
+        return make_error(ProviderErrorKind.INVALID_CREDENTIALS, response, ctx, detail, code=code)
     if lowered in RFC_REAUTH:
-        return make_error(ReauthorizationRequired, response, ctx, detail, code=code)
+        return make_error(ProviderErrorKind.REAUTHORIZATION_REQUIRED, response, ctx, detail, code=code)
     if lowered == "invalid_request" and describes_dead_grant(description):
-        return make_error(ReauthorizationRequired, response, ctx, detail, code=code)
+        return make_error(ProviderErrorKind.REAUTHORIZATION_REQUIRED, response, ctx, detail, code=code)
     if lowered in RFC_CONFIG:
-        return make_error(ProviderConfigurationError, response, ctx, detail, code=code)
+        return make_error(ProviderErrorKind.CONFIGURATION, response, ctx, detail, code=code)
     if lowered in RFC_TRANSIENT:
-        return make_error(TransientProviderError, response, ctx, detail, code=code)
+        return make_error(ProviderErrorKind.TRANSIENT, response, ctx, detail, code=code)
     failure = classify_by_status(response, ctx, detail)
     failure.provider_code = code
     return failure

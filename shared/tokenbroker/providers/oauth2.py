@@ -8,14 +8,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from tokenbroker.clock import Clock, SystemClock
-from tokenbroker.errors import (
-    OutcomeUnknown,
-    ProviderConfigurationError,
-    ProviderError,
-    ReauthorizationRequired,
-    TransientProviderError,
-    UnsupportedOperation,
-)
+from tokenbroker.errors import ProviderError, ProviderErrorKind, UnsupportedOperation
 from tokenbroker.http import HttpClient, HttpResponse, TransportError
 from tokenbroker.providers.base import AppCredentials, Provider
 from tokenbroker.providers.catalog import AuthMode, CatalogEntry, ClientAuth
@@ -121,8 +114,11 @@ class OAuth2Provider(Provider):
             if self.entry.auth_mode is AuthMode.CLIENT_CREDENTIALS:
                 # No refresh token by design: "refreshing" is asking again with the app credentials.
                 return self.client_credentials_grant(token.scopes or None).merged_over(token)
-            raise ReauthorizationRequired(
-                "token refresh impossible: no refresh token is stored", provider=self.name, provider_code=None
+            raise ProviderError(
+                ProviderErrorKind.REAUTHORIZATION_REQUIRED,
+                "token refresh impossible: no refresh token is stored",
+                provider=self.name,
+                provider_code=None,
             )
         form = {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
         assert self.entry.refresh_url is not None  # CatalogEntry defaults it to token_url
@@ -230,11 +226,14 @@ class OAuth2Provider(Provider):
             return self.http.get(url, headers=headers)
         except TransportError as error:
             if error.sent and method == "POST":
-                raise OutcomeUnknown(
+                raise ProviderError(
+                    ProviderErrorKind.OUTCOME_UNKNOWN,
                     f"{operation.label}: no answer after the request was sent ({error.message})",
                     provider=self.name,
                 ) from None
-            raise TransientProviderError(f"{operation.label}: {error.message}", provider=self.name) from None
+            raise ProviderError(
+                ProviderErrorKind.TRANSIENT, f"{operation.label}: {error.message}", provider=self.name
+            ) from None
 
     def _context(self, operation: Operation, sent: Mapping[str, str], *, now: float | None = None) -> CallContext:
         secrets = tuple(v for k, v in sent.items() if k in _SECRET_FORM_FIELDS and v)
@@ -254,7 +253,8 @@ class OAuth2Provider(Provider):
 
     def _require_client_secret(self, operation: Operation) -> None:
         if self.requires_client_secret and not self.credentials.client_secret:
-            raise ProviderConfigurationError(
+            raise ProviderError(
+                ProviderErrorKind.CONFIGURATION,
                 f"{operation.label}: no client secret configured for {self.name}; "
                 f"store it in the app secret tokenbroker/<stage>/apps/{self.name}",
                 provider=self.name,

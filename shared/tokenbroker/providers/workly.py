@@ -2,7 +2,7 @@
 
 Everything else is the catalog entry (base URL, comma-separated scopes, 30/60-day lifetimes, the
 documented client id). Workly's documented app secret is configuration, so without one configured
-every token call fails early with ``ProviderConfigurationError``. Its error codes are in
+every token call fails early with a ``configuration`` error. Its error codes are in
 docs/providers.md ("Workly"); their meaning for the refresher is the tables below.
 """
 
@@ -11,14 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from tokenbroker.errors import (
-    AccountProblem,
-    InvalidUserCredentials,
-    ProviderConfigurationError,
-    ProviderError,
-    ReauthorizationRequired,
-    TransientProviderError,
-)
+from tokenbroker.errors import ProviderError, ProviderErrorKind
 from tokenbroker.http import HttpResponse
 from tokenbroker.providers.classify import (
     CallContext,
@@ -95,33 +88,33 @@ def classify_workly(response: HttpResponse, ctx: CallContext) -> ProviderError:
     return failure
 
 
-def _workly_status_rule(status: int, code: int | None) -> tuple[type[ProviderError], str] | None:
+def _workly_status_rule(status: int, code: int | None) -> tuple[ProviderErrorKind, str] | None:
     """Statuses that decide on their own, whatever (or whether) the body says."""
     if status == 429 or code == 6000:
-        return TransientProviderError, "rate limited"
+        return ProviderErrorKind.TRANSIENT, "rate limited"
     if status == 426 or code == 7010:
-        return ProviderConfigurationError, "client update required (HTTP 426): replace the app credentials"
+        return ProviderErrorKind.CONFIGURATION, "client update required (HTTP 426): replace the app credentials"
     if status == 402:
-        return AccountProblem, "payment required (HTTP 402)"
+        return ProviderErrorKind.ACCOUNT, "payment required (HTTP 402)"
     return None
 
 
-_WORKLY_KINDS: tuple[tuple[frozenset[int], type[ProviderError]], ...] = (
-    (WORKLY_BAD_LOGIN, InvalidUserCredentials),
-    (WORKLY_REAUTH, ReauthorizationRequired),
-    (WORKLY_CONFIG, ProviderConfigurationError),
-    (WORKLY_ACCOUNT, AccountProblem),
-    (WORKLY_TRANSIENT, TransientProviderError),
+_WORKLY_KINDS: tuple[tuple[frozenset[int], ProviderErrorKind], ...] = (
+    (WORKLY_BAD_LOGIN, ProviderErrorKind.INVALID_CREDENTIALS),
+    (WORKLY_REAUTH, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (WORKLY_CONFIG, ProviderErrorKind.CONFIGURATION),
+    (WORKLY_ACCOUNT, ProviderErrorKind.ACCOUNT),
+    (WORKLY_TRANSIENT, ProviderErrorKind.TRANSIENT),
 )
 
 
-def _workly_kind(code: int, operation: Operation) -> type[ProviderError] | None:
+def _workly_kind(code: int, operation: Operation) -> ProviderErrorKind | None:
     for codes, kind in _WORKLY_KINDS:
         if code in codes:
             return kind
     if code in WORKLY_VALIDATION:
         # During a login or a reset the only inputs are the user's: tell them. Otherwise we sent junk.
         if operation in (Operation.PASSWORD, Operation.PASSWORD_RESET):
-            return InvalidUserCredentials
-        return ProviderConfigurationError
+            return ProviderErrorKind.INVALID_CREDENTIALS
+        return ProviderErrorKind.CONFIGURATION
     return None

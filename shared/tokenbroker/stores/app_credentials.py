@@ -16,7 +16,7 @@ from botocore.exceptions import ClientError
 
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.credentials import AppCredentials
-from tokenbroker.errors import ProviderConfigurationError
+from tokenbroker.errors import ProviderError, ProviderErrorKind
 from tokenbroker.keys import validate_provider_name
 from tokenbroker.stores.tokens import NAME_ROOT, error_code, validate_stage
 
@@ -64,7 +64,7 @@ class AppCredentialsStore:
         return f"{NAME_ROOT}/{self._stage}/apps/{provider}"
 
     def get(self, provider: str) -> AppCredentials:
-        """Raises ``UnknownProvider`` (from the catalog) or ``ProviderConfigurationError``."""
+        """Raises ``UnknownProvider`` (from the catalog) or a ``configuration`` ``ProviderError``."""
         validate_provider_name(provider)
         now = self._clock.now()
         with self._lock:
@@ -95,7 +95,8 @@ class AppCredentialsStore:
 
     def _defaults(self, provider: str, entry: DefaultCredentials) -> AppCredentials:
         if not entry.default_client_id:
-            raise ProviderConfigurationError(
+            raise ProviderError(
+                ProviderErrorKind.CONFIGURATION,
                 f"no app credentials for {provider}: create secret {self.secret_name(provider)}",
                 provider=provider,
             )
@@ -110,7 +111,8 @@ class AppCredentialsStore:
         client_id = data.get("client_id") if isinstance(data, dict) else None
         client_secret = data.get("client_secret", "") if isinstance(data, dict) else None
         if not isinstance(client_id, str) or not client_id or not isinstance(client_secret, str):
-            raise ProviderConfigurationError(
+            raise ProviderError(
+                ProviderErrorKind.CONFIGURATION,
                 f'secret {self.secret_name(provider)} must hold JSON {{"client_id": "...", "client_secret": "..."}}',
                 provider=provider,
             )

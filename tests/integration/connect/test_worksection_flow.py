@@ -6,7 +6,11 @@ import secrets
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from tokenbroker.errors import ConnectionNotFound, InvalidUserCredentials
+from tokenbroker.errors import (
+    ConnectionNotFound,
+    ProviderError,
+    ProviderErrorKind,
+)
 from tokenbroker.events import EventType
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import ConnectionStatus
@@ -288,7 +292,9 @@ def test_reconnecting_a_needs_reauth_connection_bumps_the_generation(harness: Ha
     h.get(sign_in(h, start(h)))
     owner = "refresher-1"
     assert h.connections.acquire_lease(KEY, owner, 90) is not None
-    h.connections.mark_needs_reauth(KEY, owner, InvalidUserCredentials("grant revoked", provider="worksection"))
+    h.connections.mark_needs_reauth(
+        KEY, owner, ProviderError(ProviderErrorKind.INVALID_CREDENTIALS, "grant revoked", provider="worksection")
+    )
     assert h.connections.get(KEY).status is ConnectionStatus.NEEDS_REAUTH  # type: ignore[union-attr]
 
     done = h.get(sign_in(h, start(h, return_to=RETURN_BASE)))

@@ -6,7 +6,10 @@ Budget (design.md): a scheduled refresh costs at most 4 AWS calls plus the provi
 from __future__ import annotations
 
 from tokenbroker.aws import AwsCallCounter, AwsClients
-from tokenbroker.errors import ReauthorizationRequired, TransientProviderError
+from tokenbroker.errors import (
+    ProviderError,
+    ProviderErrorKind,
+)
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.refresh import RefreshOutcome
 
@@ -49,7 +52,7 @@ def test_other_paths(rig: Rig, aws_clients: AwsClients) -> None:
     assert counter.by_service == {"dynamodb.UpdateItem": 2, "secretsmanager.GetSecretValue": 1}
 
     rig.advance_to_due(KEY)
-    provider.failures.append(TransientProviderError("down", provider="worksection", status=503))
+    provider.failures.append(ProviderError(ProviderErrorKind.TRANSIENT, "down", provider="worksection", status=503))
     with AwsCallCounter(aws_clients) as counter:  # transient: acquire, read, record_failure
         assert engine.refresh(KEY).outcome is RefreshOutcome.TRANSIENT_FAILURE
     assert counter.by_service == {"dynamodb.UpdateItem": 2, "secretsmanager.GetSecretValue": 1}
@@ -60,7 +63,7 @@ def test_dead_grant_costs(rig: Rig, aws_clients: AwsClients) -> None:
     rig.providers["worksection"] = provider
     rig.seed(KEY, provider.issue())
     rig.advance_to_due(KEY)
-    provider.failures.append(ReauthorizationRequired("dead", provider="worksection"))
+    provider.failures.append(ProviderError(ProviderErrorKind.REAUTHORIZATION_REQUIRED, "dead", provider="worksection"))
     with AwsCallCounter(aws_clients) as counter:
         assert rig.engine().refresh(KEY).outcome is RefreshOutcome.NEEDS_REAUTH
     # acquire, read, re-read after the dead grant, secret marked, item marked

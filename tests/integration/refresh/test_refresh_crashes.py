@@ -10,7 +10,10 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
-from tokenbroker.errors import ReauthorizationRequired
+from tokenbroker.errors import (
+    ProviderError,
+    ProviderErrorKind,
+)
 from tokenbroker.events import EventType
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import ConnectionStatus, PasswordLogin, StoredToken
@@ -31,6 +34,7 @@ from tests.integration.refresh.harness import (
     ScriptedProvider,
     SimulatedCrash,
 )
+from tests.support.errors import raises_kind
 
 WS_KEY = ConnectionKey("worksection", "crash-ws")
 WORKLY_KEY = ConnectionKey("workly", "crash-workly")
@@ -325,7 +329,7 @@ def test_stalled_worker_with_rotation_sees_the_takeover(sandboxed: Rig, worksect
     assert worksection.calls["refresh"] == 2 and worksection.refreshes == 1
     assert rig.tokens.get(WS_KEY).status is ConnectionStatus.ACTIVE
     assert not rig.events.of_type(EventType.CONNECTION_NEEDS_REAUTHORIZATION)
-    with pytest.raises(ReauthorizationRequired):  # the token A used really was dead
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):  # the token A used really was dead
         real.refresh(seeded.token)
 
 
@@ -371,7 +375,9 @@ def test_a_newer_secret_after_needs_reauth_is_adopted(rig: Rig) -> None:
     owner = "marker"
     assert rig.connections.acquire_lease(SCRIPTED_KEY, owner, LEASE) is not None
     assert stale.generation == 1
-    rig.connections.mark_needs_reauth(SCRIPTED_KEY, owner, ReauthorizationRequired("dead", provider="worksection"))
+    rig.connections.mark_needs_reauth(
+        SCRIPTED_KEY, owner, ProviderError(ProviderErrorKind.REAUTHORIZATION_REQUIRED, "dead", provider="worksection")
+    )
     # ...then the late writer's generation 2 lands.
     late = StoredToken(provider.issue(), 2)
     rig.tokens.put(SCRIPTED_KEY, late)
@@ -391,7 +397,11 @@ def test_needs_reauth_without_a_newer_secret_stays_put(rig: Rig) -> None:
     provider = seed_scripted(rig)
     stale = rig.tokens.get(SCRIPTED_KEY)
     assert rig.connections.acquire_lease(SCRIPTED_KEY, "marker", LEASE) is not None
-    rig.connections.mark_needs_reauth(SCRIPTED_KEY, "marker", ReauthorizationRequired("dead", provider="worksection"))
+    rig.connections.mark_needs_reauth(
+        SCRIPTED_KEY,
+        "marker",
+        ProviderError(ProviderErrorKind.REAUTHORIZATION_REQUIRED, "dead", provider="worksection"),
+    )
     # The secret was never marked (that write failed): the engine repairs it, so vends answer 409.
     result = rig.engine().refresh(SCRIPTED_KEY, reason="vend", should_refresh=lambda _: True)
     assert result.outcome is RefreshOutcome.NEEDS_REAUTH

@@ -6,7 +6,9 @@ import json
 
 import pytest
 import requests
-from tokenbroker.errors import ErrorKind, ReauthorizationRequired
+from tokenbroker.errors import (
+    ProviderErrorKind,
+)
 from tokenbroker.events import EventType
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import ConnectionStatus, PasswordLogin
@@ -15,6 +17,7 @@ from tokenbroker.refresh import RefreshOutcome
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
 from infra.sandboxes.catalog import token_from_answer
 from tests.integration.refresh.harness import DAY, WORKLY_EMAIL, WORKLY_PASSWORD, WS_EMAIL, Rig
+from tests.support.errors import raises_kind
 
 WS_KEY = ConnectionKey("worksection", "acme-bob")
 WORKLY_KEY = ConnectionKey("workly", "ann")
@@ -67,7 +70,7 @@ def test_worksection_two_rotations_kill_the_old_tokens(sandboxed: Rig, worksecti
         # Rotation killed the old access token at once, and the old refresh token too.
         assert api_status(worksection, previous.token.access_token) == 401
         assert api_status(worksection, current.token.access_token) == 200
-        with pytest.raises(ReauthorizationRequired):
+        with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
             rig.providers["worksection"].refresh(previous.token)
         # account_url (omitted by the refresh answer) and metadata are kept.
         assert current.token.extra["account_url"] == "https://acme.worksection.com"
@@ -99,7 +102,7 @@ def test_workly_two_rotations(sandboxed: Rig, workly: WorklySandbox) -> None:
         assert current.generation == generation
         assert current.token.refresh_token != before.token.refresh_token
         assert current.token.expires_at == int(rig.clock.now()) + 30 * 86400
-        with pytest.raises(ReauthorizationRequired):  # Workly rotation: the used refresh token is dead
+        with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):  # Workly rotation: the used refresh token is dead
             rig.providers["workly"].refresh(before.token)
         # 30-day token: refreshed 3 days ahead; the 60-day refresh token is no constraint.
         assert rig.item(WORKLY_KEY).next_refresh_at == current.token.expires_at - 3 * DAY
@@ -141,7 +144,7 @@ def test_dead_grant_marks_needs_reauth(sandboxed: Rig, worksection: WorksectionS
     rig.advance_to_due(WS_KEY)
     result = rig.engine().refresh(WS_KEY)
     assert result.outcome is RefreshOutcome.NEEDS_REAUTH
-    assert result.error is not None and result.error.kind is ErrorKind.REAUTHORIZATION_REQUIRED
+    assert result.error is not None and result.error.kind is ProviderErrorKind.REAUTHORIZATION_REQUIRED
     secret = rig.tokens.get(WS_KEY)
     assert secret.status is ConnectionStatus.NEEDS_REAUTH and secret.generation == 2  # the mark is a write
     item = rig.item(WS_KEY)
@@ -270,7 +273,10 @@ def test_transient_failures_back_off_and_keep_the_token(
     now = rig.clock.now()
     result = rig.engine().refresh(WS_KEY)
     assert result.outcome is RefreshOutcome.TRANSIENT_FAILURE, result
-    assert result.error is not None and result.error.kind in (ErrorKind.TRANSIENT, ErrorKind.OUTCOME_UNKNOWN)
+    assert result.error is not None and result.error.kind in (
+        ProviderErrorKind.TRANSIENT,
+        ProviderErrorKind.OUTCOME_UNKNOWN,
+    )
     assert rig.tokens.get(WS_KEY) == before
     item = rig.item(WS_KEY)
     assert item.failures == 1 and item.status is ConnectionStatus.ACTIVE and item.lease is None
@@ -331,7 +337,7 @@ def test_outcome_unknown_with_rotation_then_dead_grant(sandboxed: Rig, worksecti
     rig.advance_to_due(WS_KEY)
     first = rig.engine().refresh(WS_KEY)
     assert first.outcome is RefreshOutcome.TRANSIENT_FAILURE
-    assert first.error is not None and first.error.kind is ErrorKind.OUTCOME_UNKNOWN
+    assert first.error is not None and first.error.kind is ProviderErrorKind.OUTCOME_UNKNOWN
     assert worksection.refreshes == 1  # the grant was performed
     rig.clock.advance(31)
     second = rig.engine().refresh(WS_KEY)
@@ -365,7 +371,7 @@ def test_a_vend_during_a_backoff_does_not_call_the_provider(sandboxed: Rig, work
         result = engine.refresh(WS_KEY, reason="vend", should_refresh=lambda _: True)
         assert result.outcome is RefreshOutcome.TRANSIENT_FAILURE and result.deferred
         assert result.retry_after == pytest.approx(next_at - rig.clock.now())
-        assert result.error is not None and result.error.kind is ErrorKind.TRANSIENT
+        assert result.error is not None and result.error.kind is ProviderErrorKind.TRANSIENT
     assert worksection.calls["refresh"] == 1
     assert rig.metrics.total("RefreshOutcome", provider="worksection", outcome="deferred") == 10
     assert rig.metrics.total("RefreshOutcome", provider="worksection", outcome="transient_failure") == 1

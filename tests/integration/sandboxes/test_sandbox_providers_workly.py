@@ -9,19 +9,14 @@ import pytest
 import requests
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import (
-    AccountProblem,
-    InvalidUserCredentials,
-    OutcomeUnknown,
-    ProviderConfigurationError,
-    ProviderError,
-    ReauthorizationRequired,
-    TransientProviderError,
+    ProviderErrorKind,
 )
 from tokenbroker.http import HttpClient
 from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
 from tokenbroker.tokens import TokenSet
 
 from infra.sandboxes import WorklySandbox, write_catalog_file
+from tests.support.errors import raises_kind
 
 EMAIL = "ann@example.com"
 PASSWORD = "correct-horse-battery"
@@ -83,10 +78,10 @@ def test_two_refreshes_rotate_and_the_old_refresh_token_needs_reauthorization(
     assert len({first.refresh_token, second.refresh_token, third.refresh_token}) == 3
     assert second.expires_at == int(clock.now()) + 3600
     assert workly.refreshes == 2
-    with pytest.raises(ReauthorizationRequired) as caught:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as caught:
         provider.refresh(first)
     assert caught.value.provider_code == "7008"
-    assert not isinstance(caught.value, InvalidUserCredentials)
+    assert caught.value.kind is not ProviderErrorKind.INVALID_CREDENTIALS
     # Workly's old access token (unverified upstream) lives on until its expiry by default.
     assert api_status(workly, first) == 200
     assert api_status(workly, third) == 200
@@ -95,14 +90,14 @@ def test_two_refreshes_rotate_and_the_old_refresh_token_needs_reauthorization(
 def test_expired_refresh_token_needs_reauthorization(provider: Provider, clock: ManualClock) -> None:
     token = login(provider)
     clock.advance(7200)
-    with pytest.raises(ReauthorizationRequired) as caught:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as caught:
         provider.refresh(token)
     assert caught.value.provider_code == "7006"
 
 
 @pytest.mark.parametrize(("password", "code"), [("wrong-password", "7002"), ("short", "8002")])
 def test_wrong_password_is_invalid_user_credentials(provider: Provider, password: str, code: str) -> None:
-    with pytest.raises(InvalidUserCredentials) as caught:
+    with raises_kind(ProviderErrorKind.INVALID_CREDENTIALS) as caught:
         provider.password_grant(username=EMAIL, password=password)
     assert caught.value.provider_code == code
     assert password not in str(caught.value)
@@ -120,7 +115,7 @@ def test_wrong_client_secret_is_a_configuration_problem(
     provider = build_provider(
         catalog.get("workly"), AppCredentials(workly.client_id, "rotated-away"), http=http, clock=clock
     )
-    with pytest.raises(ProviderConfigurationError) as caught:
+    with raises_kind(ProviderErrorKind.CONFIGURATION) as caught:
         login(provider)
     assert caught.value.provider_code == "7003"
 
@@ -128,23 +123,22 @@ def test_wrong_client_secret_is_a_configuration_problem(
 @pytest.mark.parametrize(
     ("knobs", "error", "code"),
     [
-        ({"upgrade_required": True}, ProviderConfigurationError, "7010"),
-        ({"maintenance": True}, TransientProviderError, None),
-        ({"rate_limit_per_minute": 0}, TransientProviderError, "6000"),
+        ({"upgrade_required": True}, ProviderErrorKind.CONFIGURATION, "7010"),
+        ({"maintenance": True}, ProviderErrorKind.TRANSIENT, None),
+        ({"rate_limit_per_minute": 0}, ProviderErrorKind.TRANSIENT, "6000"),
     ],
 )
 def test_provider_wide_knobs(
     provider: Provider,
     workly: WorklySandbox,
     knobs: dict[str, object],
-    error: type[ProviderError],
+    error: ProviderErrorKind,
     code: str | None,
 ) -> None:
     token = login(provider)
     workly.knobs.update(knobs)
-    with pytest.raises(error) as caught:
+    with raises_kind(error) as caught:
         provider.refresh(token)
-    assert type(caught.value) is error
     assert caught.value.provider_code == code
     assert workly.refreshes == 0
 
@@ -152,7 +146,7 @@ def test_provider_wide_knobs(
 def test_expired_subscription_is_an_account_problem(provider: Provider, workly: WorklySandbox) -> None:
     token = login(provider)
     workly.set_subscription_expired(EMAIL)
-    with pytest.raises(AccountProblem) as caught:
+    with raises_kind(ProviderErrorKind.ACCOUNT) as caught:
         provider.refresh(token)
     assert caught.value.status == 402
 
@@ -164,9 +158,9 @@ def test_expired_subscription_is_an_account_problem(provider: Provider, workly: 
 def test_html_error_pages_are_transient(provider: Provider, workly: WorklySandbox, status: int) -> None:
     token = login(provider)
     workly.faults.fail(status, endpoint="token")
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         provider.refresh(token)
-    assert type(caught.value) is TransientProviderError
+    assert caught.value.kind is ProviderErrorKind.TRANSIENT
     assert caught.value.status == status
     assert provider.refresh(token).refresh_token  # nothing rotated: the same token still works
 
@@ -177,7 +171,7 @@ def test_rate_limit_is_transient_with_retry_after(
 ) -> None:
     token = login(provider)
     workly.faults.rate_limit(retry_after=retry_after, endpoint="token")
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         provider.refresh(token)
     assert caught.value.status == 429
     assert caught.value.retry_after == retry_after
@@ -186,23 +180,23 @@ def test_rate_limit_is_transient_with_retry_after(
 def test_error_body_with_http_200_is_transient(provider: Provider, workly: WorklySandbox) -> None:
     token = login(provider)
     workly.faults.error_200(endpoint="token")
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         provider.refresh(token)
     assert caught.value.provider_code == "5000" and caught.value.status == 200
 
 
 def test_error_body_with_http_200_keeps_its_meaning(provider: Provider, workly: WorklySandbox) -> None:
     workly.faults.error_200(endpoint="token", body='{"message": "Неверный токен", "code": 7008}')
-    with pytest.raises(ReauthorizationRequired):
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
         provider.refresh(login(provider))
 
 
 def test_malformed_json_is_transient(provider: Provider, workly: WorklySandbox) -> None:
     token = login(provider)
     workly.faults.malformed_json(endpoint="token")
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         provider.refresh(token)
-    assert type(caught.value) is TransientProviderError
+    assert caught.value.kind is ProviderErrorKind.TRANSIENT
 
 
 def test_missing_refresh_token_keeps_the_old_one(provider: Provider, workly: WorklySandbox) -> None:
@@ -226,7 +220,7 @@ def test_hang_before_the_refresh_is_outcome_unknown_and_loses_nothing(
 ) -> None:
     token = login(provider)
     workly.faults.hang(READ_TIMEOUT * 6, endpoint="token")
-    with pytest.raises(OutcomeUnknown):
+    with raises_kind(ProviderErrorKind.OUTCOME_UNKNOWN):
         provider.refresh(token)
     assert workly.refreshes == 0
     assert workly.calls["token"] == 2  # sent once: never re-POSTed after the timeout
@@ -238,10 +232,10 @@ def test_hang_after_the_refresh_is_outcome_unknown_and_the_grant_rotated(
 ) -> None:
     token = login(provider)
     workly.faults.hang(READ_TIMEOUT * 6, endpoint="token", after=True)
-    with pytest.raises(OutcomeUnknown):
+    with raises_kind(ProviderErrorKind.OUTCOME_UNKNOWN):
         provider.refresh(token)
     assert workly.refreshes == 1
-    with pytest.raises(ReauthorizationRequired):
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
         provider.refresh(token)
 
 
@@ -249,7 +243,7 @@ def test_hang_after_the_refresh_is_outcome_unknown_and_the_grant_rotated(
 def test_dropped_connection_is_outcome_unknown(provider: Provider, workly: WorklySandbox, after: bool) -> None:
     token = login(provider)
     workly.faults.drop(endpoint="token", after=after)
-    with pytest.raises(OutcomeUnknown):
+    with raises_kind(ProviderErrorKind.OUTCOME_UNKNOWN):
         provider.refresh(token)
     assert workly.calls["token"] == 2
     assert workly.refreshes == (1 if after else 0)
@@ -268,6 +262,6 @@ def test_unreachable_provider_is_transient_not_outcome_unknown(
     workly.stop()  # nothing listens on the port any more: the request is never sent
     with HttpClient(connect_timeout=1, read_timeout=1, connect_retries=0) as http:
         provider = build_provider(entry, AppCredentials("x", "y"), http=http, clock=clock)
-        with pytest.raises(TransientProviderError) as caught:
+        with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
             provider.password_grant(username=EMAIL, password=PASSWORD)
-    assert not isinstance(caught.value, OutcomeUnknown)
+    assert caught.value.kind is not ProviderErrorKind.OUTCOME_UNKNOWN

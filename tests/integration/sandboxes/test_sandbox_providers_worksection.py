@@ -12,17 +12,15 @@ import pytest
 import requests
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import (
-    OutcomeUnknown,
-    ProviderConfigurationError,
     ProviderError,
-    ReauthorizationRequired,
-    TransientProviderError,
+    ProviderErrorKind,
 )
 from tokenbroker.http import HttpClient
 from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider, new_pkce_pair
 from tokenbroker.tokens import TokenSet
 
 from infra.sandboxes import WorksectionSandbox, submit_consent, write_catalog_file
+from tests.support.errors import raises_kind
 
 REDIRECT_URI = "https://broker.example.com/callback/worksection"
 READ_TIMEOUT = 0.5
@@ -132,7 +130,7 @@ def test_two_refreshes_kill_old_tokens_and_keep_account_url(
     assert api_status(worksection, third) == 200
     assert third.extra["account_url"] == "https://acme.worksection.com"
     assert worksection.refreshes == 2
-    with pytest.raises(ReauthorizationRequired):
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
         provider.refresh(first)
 
 
@@ -166,7 +164,7 @@ def test_account_url_on_the_sandbox_origin(
 def test_code_reuse_needs_reauthorization(provider: Provider) -> None:
     authorized = authorize(provider)
     redeem(provider, authorized)
-    with pytest.raises(ReauthorizationRequired) as caught:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as caught:
         redeem(provider, authorized)
     assert caught.value.provider_code == "invalid_request"
     assert authorized.code not in str(caught.value)
@@ -176,7 +174,7 @@ def test_an_injected_code_is_useless_without_its_verifier(provider: Provider, wo
     """RFC 9700 section 4.5: the code leaks, the attacker replays it with their own (or no) verifier."""
     victim = authorize(provider)
     attacker = authorize(provider, email="carol@example.com", password="carol-password-1", account="alpha")
-    with pytest.raises(ReauthorizationRequired) as caught:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as caught:
         provider.exchange_code(code=victim.code, redirect_uri=REDIRECT_URI, code_verifier=attacker.verifier)
     assert caught.value.provider_code == "invalid_grant"
     assert victim.code not in str(caught.value) and attacker.verifier not in str(caught.value)
@@ -209,7 +207,7 @@ def test_code_errors_with_any_status(
     worksection.knobs.invalid_request_status = status
     authorized = authorize(provider)
     clock.advance(601)
-    with pytest.raises(ReauthorizationRequired) as caught:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as caught:
         redeem(provider, authorized)
     assert caught.value.status == status
 
@@ -222,7 +220,7 @@ def test_dead_refresh_token_in_every_dialect(
     worksection.knobs.invalid_request_status = status
     first = connect(provider)
     provider.refresh(first)
-    with pytest.raises(ReauthorizationRequired) as caught:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as caught:
         provider.refresh(first)
     assert caught.value.provider_code == ("invalid_grant" if league_version >= 9 else "invalid_request")
     assert caught.value.status == (400 if league_version >= 9 else status)
@@ -238,10 +236,10 @@ def test_invalid_client_is_a_configuration_problem(
     bad = build_provider(
         catalog.get("worksection"), AppCredentials(worksection.client_id, "wrong"), http=http, clock=clock
     )
-    with pytest.raises(ProviderConfigurationError) as caught:
+    with raises_kind(ProviderErrorKind.CONFIGURATION) as caught:
         bad.refresh(token)
     assert caught.value.provider_code == "invalid_client" and caught.value.status == status
-    with pytest.raises(ProviderConfigurationError):
+    with raises_kind(ProviderErrorKind.CONFIGURATION):
         bad.user_info(token)
     assert worksection.refreshes == 0
 
@@ -249,7 +247,7 @@ def test_invalid_client_is_a_configuration_problem(
 def test_user_info_with_a_dead_access_token(provider: Provider, worksection: WorksectionSandbox) -> None:
     token = connect(provider)
     worksection.expire_access_tokens()
-    with pytest.raises(ReauthorizationRequired) as caught:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as caught:
         provider.user_info(token)
     assert caught.value.status == 401
 
@@ -260,18 +258,22 @@ def test_user_info_with_a_dead_access_token(provider: Provider, worksection: Wor
 @pytest.mark.parametrize(
     ("arm", "error", "rotated"),
     [
-        (lambda s: s.faults.fail(500, endpoint="refresh"), TransientProviderError, False),
-        (lambda s: s.faults.fail(502, endpoint="refresh"), TransientProviderError, False),
-        (lambda s: s.faults.fail(503, endpoint="refresh", retry_after=12), TransientProviderError, False),
-        (lambda s: s.faults.rate_limit(endpoint="refresh"), TransientProviderError, False),
-        (lambda s: s.faults.rate_limit(retry_after=5, endpoint="refresh"), TransientProviderError, False),
-        (lambda s: s.faults.error_200(endpoint="refresh"), TransientProviderError, False),
-        (lambda s: s.faults.malformed_json(endpoint="refresh"), TransientProviderError, False),
-        (lambda s: s.faults.malformed_json(endpoint="refresh", after=True), TransientProviderError, True),
-        (lambda s: s.faults.hang(READ_TIMEOUT * 6, endpoint="refresh"), OutcomeUnknown, False),
-        (lambda s: s.faults.hang(READ_TIMEOUT * 6, endpoint="refresh", after=True), OutcomeUnknown, True),
-        (lambda s: s.faults.drop(endpoint="refresh"), OutcomeUnknown, False),
-        (lambda s: s.faults.drop(endpoint="refresh", after=True), OutcomeUnknown, True),
+        (lambda s: s.faults.fail(500, endpoint="refresh"), ProviderErrorKind.TRANSIENT, False),
+        (lambda s: s.faults.fail(502, endpoint="refresh"), ProviderErrorKind.TRANSIENT, False),
+        (lambda s: s.faults.fail(503, endpoint="refresh", retry_after=12), ProviderErrorKind.TRANSIENT, False),
+        (lambda s: s.faults.rate_limit(endpoint="refresh"), ProviderErrorKind.TRANSIENT, False),
+        (lambda s: s.faults.rate_limit(retry_after=5, endpoint="refresh"), ProviderErrorKind.TRANSIENT, False),
+        (lambda s: s.faults.error_200(endpoint="refresh"), ProviderErrorKind.TRANSIENT, False),
+        (lambda s: s.faults.malformed_json(endpoint="refresh"), ProviderErrorKind.TRANSIENT, False),
+        (lambda s: s.faults.malformed_json(endpoint="refresh", after=True), ProviderErrorKind.TRANSIENT, True),
+        (lambda s: s.faults.hang(READ_TIMEOUT * 6, endpoint="refresh"), ProviderErrorKind.OUTCOME_UNKNOWN, False),
+        (
+            lambda s: s.faults.hang(READ_TIMEOUT * 6, endpoint="refresh", after=True),
+            ProviderErrorKind.OUTCOME_UNKNOWN,
+            True,
+        ),
+        (lambda s: s.faults.drop(endpoint="refresh"), ProviderErrorKind.OUTCOME_UNKNOWN, False),
+        (lambda s: s.faults.drop(endpoint="refresh", after=True), ProviderErrorKind.OUTCOME_UNKNOWN, True),
     ],
     ids=[
         "500",
@@ -292,20 +294,19 @@ def test_refresh_faults(
     provider: Provider,
     worksection: WorksectionSandbox,
     arm: object,
-    error: type[ProviderError],
+    error: ProviderErrorKind,
     rotated: bool,
 ) -> None:
     token = connect(provider)
     assert callable(arm)
     arm(worksection)
-    with pytest.raises(ProviderError) as caught:
+    with raises_kind(error):
         provider.refresh(token)
-    assert type(caught.value) is error
     assert worksection.calls["refresh"] == 1  # a token POST is never sent twice
     assert worksection.refreshes == (1 if rotated else 0)
     if rotated:
         # The answer was lost after the rotation: the old grant is dead, the kept token useless.
-        with pytest.raises(ReauthorizationRequired):
+        with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
             provider.refresh(token)
         assert api_status(worksection, token) == 401
     else:
@@ -315,7 +316,7 @@ def test_refresh_faults(
 def test_retry_after_reaches_the_error(provider: Provider, worksection: WorksectionSandbox) -> None:
     token = connect(provider)
     worksection.faults.rate_limit(retry_after=5, endpoint="refresh")
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         provider.refresh(token)
     assert caught.value.retry_after == 5
 

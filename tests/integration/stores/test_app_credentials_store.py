@@ -8,9 +8,14 @@ from dataclasses import dataclass
 import pytest
 from tokenbroker.aws import AwsCallCounter, AwsClients
 from tokenbroker.clock import ManualClock
-from tokenbroker.errors import ProviderConfigurationError, UnknownProvider
+from tokenbroker.errors import (
+    ProviderErrorKind,
+    UnknownProvider,
+)
 from tokenbroker.providers.base import AppCredentials
 from tokenbroker.stores.app_credentials import AppCredentialsStore
+
+from tests.support.errors import raises_kind
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,7 @@ def test_catalog_default_applies_when_no_secret_exists(store: AppCredentialsStor
 
 
 def test_no_secret_and_no_default_is_a_configuration_error(store: AppCredentialsStore) -> None:
-    with pytest.raises(ProviderConfigurationError) as caught:
+    with raises_kind(ProviderErrorKind.CONFIGURATION) as caught:
         store.get("worksection")
     assert "tokenbroker/test/apps/worksection" in caught.value.message
 
@@ -63,7 +68,7 @@ def test_malformed_secret_is_a_configuration_error_that_does_not_echo_it(
     store: AppCredentialsStore, aws_clients: AwsClients
 ) -> None:
     put_app_secret(aws_clients, "worksection", '{"client_secret": "do-not-leak"}')
-    with pytest.raises(ProviderConfigurationError) as caught:
+    with raises_kind(ProviderErrorKind.CONFIGURATION) as caught:
         store.get("worksection")
     assert "do-not-leak" not in str(caught.value)
 

@@ -7,7 +7,12 @@ from collections.abc import Callable
 import pytest
 from tokenbroker.aws import AwsCallCounter, AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
-from tokenbroker.errors import ConnectionNotFound, LeaseLost, TransientProviderError
+from tokenbroker.errors import (
+    ConnectionNotFound,
+    LeaseLost,
+    ProviderError,
+    ProviderErrorKind,
+)
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, ConnectionStatus, LastError
 from tokenbroker.stores.connections import ConnectionStore
@@ -253,7 +258,7 @@ def test_commit_by_a_worker_that_never_held_the_lease_is_refused(store: Connecti
 def test_record_failure_counts_keeps_it_due_later_and_releases(store: ConnectionStore, clock: ManualClock) -> None:
     connect(store, clock)
     store.acquire_lease(KEY, "a", 30)
-    error = TransientProviderError("workly answered 503", provider="workly", status=503)
+    error = ProviderError(ProviderErrorKind.TRANSIENT, "workly answered 503", provider="workly", status=503)
 
     store.record_failure(KEY, "a", error, next_refresh_at=clock.now() + 120)
     store.acquire_lease(KEY, "a", 30)

@@ -24,14 +24,11 @@ from tokenbroker.connect import (
     SessionNotFound,
 )
 from tokenbroker.errors import (
-    AccountProblem,
     ConfigurationError,
     InvalidInput,
-    ProviderConfigurationError,
     ProviderError,
-    ReauthorizationRequired,
+    ProviderErrorKind,
     TokenBrokerError,
-    TransientProviderError,
     UnknownProvider,
 )
 from tokenbroker.pages import Branding
@@ -455,10 +452,14 @@ def test_pages_add_no_third_party_import_to_the_handler() -> None:
         (EndUserMismatch("x"), 403, "was discarded"),
         (UnknownProvider("x"), 404, "Unknown service"),
         (InvalidInput("connection_id is bad"), 400, "connection_id is bad"),
-        (ReauthorizationRequired("x", provider="worksection"), 502, "could not complete"),
-        (ProviderConfigurationError("x", provider="workly"), 502, "support team"),
-        (AccountProblem("x", provider="workly"), 502, "subscription"),
-        (TransientProviderError("x", provider="workly", retry_after=30), 503, "not answering"),
+        (
+            ProviderError(ProviderErrorKind.REAUTHORIZATION_REQUIRED, "x", provider="worksection"),
+            502,
+            "could not complete",
+        ),
+        (ProviderError(ProviderErrorKind.CONFIGURATION, "x", provider="workly"), 502, "support team"),
+        (ProviderError(ProviderErrorKind.ACCOUNT, "x", provider="workly"), 502, "subscription"),
+        (ProviderError(ProviderErrorKind.TRANSIENT, "x", provider="workly", retry_after=30), 503, "not answering"),
         (TokenBrokerError("boom"), 500, "problem on our side"),
     ],
 )
@@ -496,11 +497,13 @@ def test_an_app_name_is_not_a_template() -> None:
 
 
 def test_transient_errors_say_when_to_retry() -> None:
-    page = pages.error_page(TransientProviderError("x", provider="workly", retry_after=12.4), branding=ACME)
+    page = pages.error_page(
+        ProviderError(ProviderErrorKind.TRANSIENT, "x", provider="workly", retry_after=12.4), branding=ACME
+    )
     assert page.headers["Retry-After"] == "12"
 
 
 def test_provider_details_are_escaped() -> None:
-    page = pages.error_page(ProviderError(EVIL, provider="workly", provider_code=EVIL), branding=ACME)
+    page = pages.error_page(ProviderError(ProviderErrorKind.REFUSED, EVIL, provider="workly", provider_code=EVIL), branding=ACME)
     assert "<script>" not in page.body
     assert EVIL not in page.body  # the provider's message itself is not shown at all

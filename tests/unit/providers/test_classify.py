@@ -7,14 +7,7 @@ from typing import Any
 
 import pytest
 from tokenbroker.errors import (
-    AccountProblem,
-    ErrorKind,
-    InvalidUserCredentials,
-    OutcomeUnknown,
-    ProviderConfigurationError,
-    ProviderError,
-    ReauthorizationRequired,
-    TransientProviderError,
+    ProviderErrorKind,
 )
 from tokenbroker.providers.classify import (
     CallContext,
@@ -35,29 +28,29 @@ def ctx(provider: str, operation: Operation = Operation.REFRESH, secrets: tuple[
 
 # --- Workly ---------------------------------------------------------------------------------------------
 
-WORKLY_CODES: list[tuple[int, int, type[ProviderError]]] = [
-    (400, 7001, ReauthorizationRequired),
-    (400, 7002, InvalidUserCredentials),
-    (401, 7003, ProviderConfigurationError),
-    (403, 7004, AccountProblem),
-    (400, 7005, ProviderConfigurationError),
-    (400, 7006, ReauthorizationRequired),
-    (401, 7007, ReauthorizationRequired),
-    (401, 7008, ReauthorizationRequired),
-    (401, 7009, ReauthorizationRequired),
-    (426, 7010, ProviderConfigurationError),
-    (400, 7010, ProviderConfigurationError),
-    (429, 6000, TransientProviderError),
-    (200, 6000, TransientProviderError),
-    (500, 5000, TransientProviderError),
-    (400, 5000, TransientProviderError),
+WORKLY_CODES: list[tuple[int, int, ProviderErrorKind]] = [
+    (400, 7001, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (400, 7002, ProviderErrorKind.INVALID_CREDENTIALS),
+    (401, 7003, ProviderErrorKind.CONFIGURATION),
+    (403, 7004, ProviderErrorKind.ACCOUNT),
+    (400, 7005, ProviderErrorKind.CONFIGURATION),
+    (400, 7006, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (401, 7007, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (401, 7008, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (401, 7009, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (426, 7010, ProviderErrorKind.CONFIGURATION),
+    (400, 7010, ProviderErrorKind.CONFIGURATION),
+    (429, 6000, ProviderErrorKind.TRANSIENT),
+    (200, 6000, ProviderErrorKind.TRANSIENT),
+    (500, 5000, ProviderErrorKind.TRANSIENT),
+    (400, 5000, ProviderErrorKind.TRANSIENT),
 ]
 
 
 @pytest.mark.parametrize(("status", "code", "kind"), WORKLY_CODES)
-def test_workly_codes(status: int, code: int, kind: type[ProviderError]) -> None:
+def test_workly_codes(status: int, code: int, kind: ProviderErrorKind) -> None:
     error = classify_workly(answer(status, {"message": "Описание ошибки", "code": code}), ctx("workly"))
-    assert type(error) is kind
+    assert (error).kind is kind
     assert error.provider == "workly"
     assert error.provider_code == str(code)
     assert error.status == status
@@ -67,59 +60,60 @@ def test_workly_codes(status: int, code: int, kind: type[ProviderError]) -> None
 @pytest.mark.parametrize("code", [7006, 7008, 7009])
 def test_workly_dead_refresh_token_codes_need_reauthorisation(code: int) -> None:
     error = classify_workly(answer(401, {"message": "token", "code": str(code)}), ctx("workly"))
-    assert isinstance(error, ReauthorizationRequired)
-    assert not isinstance(error, InvalidUserCredentials)
+    assert error.kind is ProviderErrorKind.REAUTHORIZATION_REQUIRED
+    assert error.kind is not ProviderErrorKind.INVALID_CREDENTIALS
 
 
 def test_workly_wrong_password_is_invalid_user_credentials() -> None:
     error = classify_workly(
         answer(400, {"message": "Неверный логин или пароль", "code": 7002}), ctx("workly", Operation.PASSWORD)
     )
-    assert isinstance(error, InvalidUserCredentials)
+    assert error.kind is ProviderErrorKind.INVALID_CREDENTIALS
     assert error.code == "invalid_credentials"
 
 
 @pytest.mark.parametrize("code", [8001, 8005, 8010])
 def test_workly_validation_errors_depend_on_the_operation(code: int) -> None:
     body = {"message": "Password must be at least 8 characters", "code": code}
-    assert isinstance(classify_workly(answer(422, body), ctx("workly", Operation.PASSWORD)), InvalidUserCredentials)
-    assert isinstance(
-        classify_workly(answer(422, body), ctx("workly", Operation.PASSWORD_RESET)), InvalidUserCredentials
-    )
-    assert type(classify_workly(answer(422, body), ctx("workly", Operation.REFRESH))) is ProviderConfigurationError
+    for operation, kind in [
+        (Operation.PASSWORD, ProviderErrorKind.INVALID_CREDENTIALS),
+        (Operation.PASSWORD_RESET, ProviderErrorKind.INVALID_CREDENTIALS),
+        (Operation.REFRESH, ProviderErrorKind.CONFIGURATION),
+    ]:
+        assert classify_workly(answer(422, body), ctx("workly", operation)).kind is kind, operation
 
 
 @pytest.mark.parametrize(
     ("response", "kind"),
     [
-        (answer(402, {"message": "Subscription expired"}), AccountProblem),
-        (answer(402, "<html>Payment Required</html>"), AccountProblem),
-        (answer(426, "<html>Upgrade Required</html>"), ProviderConfigurationError),
-        (answer(503, "<html><body>Maintenance</body></html>"), TransientProviderError),
-        (answer(502, "<html>Bad gateway</html>"), TransientProviderError),
-        (answer(500, {"message": "Internal error"}), TransientProviderError),
-        (answer(200, "not json at all"), TransientProviderError),
-        (answer(200, b""), TransientProviderError),
-        (answer(200, {"message": "ok?"}), TransientProviderError),
-        (answer(400, {"message": "Something new", "code": 7777}), ProviderConfigurationError),
+        (answer(402, {"message": "Subscription expired"}), ProviderErrorKind.ACCOUNT),
+        (answer(402, "<html>Payment Required</html>"), ProviderErrorKind.ACCOUNT),
+        (answer(426, "<html>Upgrade Required</html>"), ProviderErrorKind.CONFIGURATION),
+        (answer(503, "<html><body>Maintenance</body></html>"), ProviderErrorKind.TRANSIENT),
+        (answer(502, "<html>Bad gateway</html>"), ProviderErrorKind.TRANSIENT),
+        (answer(500, {"message": "Internal error"}), ProviderErrorKind.TRANSIENT),
+        (answer(200, "not json at all"), ProviderErrorKind.TRANSIENT),
+        (answer(200, b""), ProviderErrorKind.TRANSIENT),
+        (answer(200, {"message": "ok?"}), ProviderErrorKind.TRANSIENT),
+        (answer(400, {"message": "Something new", "code": 7777}), ProviderErrorKind.CONFIGURATION),
         (
             answer(404, {"name": "Not Found", "message": "Page not found.", "code": 0, "status": 404}),
-            ProviderConfigurationError,
+            ProviderErrorKind.CONFIGURATION,
         ),
         (
             answer(400, {"error": "invalid_grant", "error_description": "Refresh token expired"}),
-            ReauthorizationRequired,
+            ProviderErrorKind.REAUTHORIZATION_REQUIRED,
         ),
-        (answer(302, b"", {"Location": "https://workly.io/login"}), ProviderConfigurationError),
+        (answer(302, b"", {"Location": "https://workly.io/login"}), ProviderErrorKind.CONFIGURATION),
     ],
 )
-def test_workly_statuses_and_shapes(response: Any, kind: type[ProviderError]) -> None:
-    assert type(classify_workly(response, ctx("workly"))) is kind
+def test_workly_statuses_and_shapes(response: Any, kind: ProviderErrorKind) -> None:
+    assert (classify_workly(response, ctx("workly"))).kind is kind
 
 
 def test_workly_rate_limit_reads_retry_after_seconds_and_dates() -> None:
     error = classify_workly(answer(429, {"message": "Too many", "code": 6000}, {"Retry-After": "42"}), ctx("workly"))
-    assert isinstance(error, TransientProviderError)
+    assert error.kind is ProviderErrorKind.TRANSIENT
     assert error.retry_after == 42
     dated = answer(429, "<html>slow down</html>", {"Retry-After": "Fri, 15 Jan 2027 08:00:30 GMT"})
     error = classify_workly(dated, CallContext("workly", Operation.REFRESH, now=1_799_999_990.0))
@@ -131,23 +125,31 @@ def test_workly_rate_limit_reads_retry_after_seconds_and_dates() -> None:
 
 # --- Worksection (league/oauth2-server behind a wrapper) -------------------------------------------------
 
-WORKSECTION_SHAPES: list[tuple[int, Mapping[str, Any], type[ProviderError]]] = [
+WORKSECTION_SHAPES: list[tuple[int, Mapping[str, Any], ProviderErrorKind]] = [
     (
         200,
         {"error": "invalid_request", "errorDescription": "Cannot decrypt the refresh token"},
-        ReauthorizationRequired,
+        ProviderErrorKind.REAUTHORIZATION_REQUIRED,
     ),
-    (200, {"error": "invalid_client", "errorDescription": "Client authentication failed"}, ProviderConfigurationError),
+    (
+        200,
+        {"error": "invalid_client", "errorDescription": "Client authentication failed"},
+        ProviderErrorKind.CONFIGURATION,
+    ),
     (
         200,
         {"error": "invalid_request", "errorDescription": "Authorization code has been revoked"},
-        ReauthorizationRequired,
+        ProviderErrorKind.REAUTHORIZATION_REQUIRED,
     ),
-    (400, {"error": "invalid_request", "error_description": "Token has expired"}, ReauthorizationRequired),
+    (
+        400,
+        {"error": "invalid_request", "error_description": "Token has expired"},
+        ProviderErrorKind.REAUTHORIZATION_REQUIRED,
+    ),
     (
         401,
         {"error": "invalid_request", "hint": "Token has been revoked", "message": "The refresh token is invalid."},
-        ReauthorizationRequired,
+        ProviderErrorKind.REAUTHORIZATION_REQUIRED,
     ),
     (
         401,
@@ -156,7 +158,7 @@ WORKSECTION_SHAPES: list[tuple[int, Mapping[str, Any], type[ProviderError]]] = [
             "error_description": "The refresh token is invalid.",
             "hint": "Token is not linked to client",
         },
-        ReauthorizationRequired,
+        ProviderErrorKind.REAUTHORIZATION_REQUIRED,
     ),
     (
         400,
@@ -165,29 +167,29 @@ WORKSECTION_SHAPES: list[tuple[int, Mapping[str, Any], type[ProviderError]]] = [
             "error_description": "The refresh token is invalid.",
             "hint": "Token has been revoked",
         },
-        ReauthorizationRequired,
+        ProviderErrorKind.REAUTHORIZATION_REQUIRED,
     ),
-    (400, {"error": "invalid_grant"}, ReauthorizationRequired),
-    (401, {"error": "invalid_client", "message": "Client authentication failed"}, ProviderConfigurationError),
-    (400, {"error": "unsupported_grant_type"}, ProviderConfigurationError),
-    (400, {"error": "invalid_scope", "hint": "Check the `scope` parameter"}, ProviderConfigurationError),
-    (400, {"error": "invalid_request", "hint": "Check the `refresh_token` parameter"}, ProviderConfigurationError),
-    (400, {"error": "invalid_request"}, ProviderConfigurationError),
-    (200, {"error": "server_error", "errorDescription": "Oops"}, TransientProviderError),
-    (500, {"error": "server_error"}, TransientProviderError),
-    (200, {}, TransientProviderError),
-    (200, {"token_type": "bearer", "expires_in": 86400}, TransientProviderError),
-    (200, {"status": "error", "message": "Something"}, TransientProviderError),
-    (400, {"message": "no error key"}, ProviderConfigurationError),
+    (400, {"error": "invalid_grant"}, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (401, {"error": "invalid_client", "message": "Client authentication failed"}, ProviderErrorKind.CONFIGURATION),
+    (400, {"error": "unsupported_grant_type"}, ProviderErrorKind.CONFIGURATION),
+    (400, {"error": "invalid_scope", "hint": "Check the `scope` parameter"}, ProviderErrorKind.CONFIGURATION),
+    (400, {"error": "invalid_request", "hint": "Check the `refresh_token` parameter"}, ProviderErrorKind.CONFIGURATION),
+    (400, {"error": "invalid_request"}, ProviderErrorKind.CONFIGURATION),
+    (200, {"error": "server_error", "errorDescription": "Oops"}, ProviderErrorKind.TRANSIENT),
+    (500, {"error": "server_error"}, ProviderErrorKind.TRANSIENT),
+    (200, {}, ProviderErrorKind.TRANSIENT),
+    (200, {"token_type": "bearer", "expires_in": 86400}, ProviderErrorKind.TRANSIENT),
+    (200, {"status": "error", "message": "Something"}, ProviderErrorKind.TRANSIENT),
+    (400, {"message": "no error key"}, ProviderErrorKind.CONFIGURATION),
 ]
 
 
 @pytest.mark.parametrize(("status", "body", "kind"), WORKSECTION_SHAPES)
 def test_worksection_shapes_including_http_200_errors(
-    status: int, body: Mapping[str, Any], kind: type[ProviderError]
+    status: int, body: Mapping[str, Any], kind: ProviderErrorKind
 ) -> None:
     error = classify_worksection(answer(status, body), ctx("worksection"))
-    assert type(error) is kind
+    assert (error).kind is kind
     assert error.status == status
     if "error" in body:
         assert error.provider_code == body["error"]
@@ -204,58 +206,66 @@ def test_worksection_reads_camel_case_description_and_hint() -> None:
 @pytest.mark.parametrize(
     ("response", "kind"),
     [
-        (answer(200, "<html><body>Welcome</body></html>"), TransientProviderError),
-        (answer(502, "<html>Bad Gateway</html>"), TransientProviderError),
-        (answer(504, b""), TransientProviderError),
-        (answer(429, "", {"Retry-After": "7"}), TransientProviderError),
-        (answer(200, b"[1, 2]"), TransientProviderError),
+        (answer(200, "<html><body>Welcome</body></html>"), ProviderErrorKind.TRANSIENT),
+        (answer(502, "<html>Bad Gateway</html>"), ProviderErrorKind.TRANSIENT),
+        (answer(504, b""), ProviderErrorKind.TRANSIENT),
+        (answer(429, "", {"Retry-After": "7"}), ProviderErrorKind.TRANSIENT),
+        (answer(200, b"[1, 2]"), ProviderErrorKind.TRANSIENT),
     ],
 )
-def test_worksection_non_json_answers_are_transient(response: Any, kind: type[ProviderError]) -> None:
+def test_worksection_non_json_answers_are_transient(response: Any, kind: ProviderErrorKind) -> None:
     error = classify_worksection(response, ctx("worksection"))
-    assert type(error) is kind
+    assert (error).kind is kind
     assert "<html" not in error.message
 
 
 # --- generic RFC 6749 -----------------------------------------------------------------------------------------
 
-RFC_SHAPES: list[tuple[int, Mapping[str, Any], type[ProviderError]]] = [
-    (400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}, ReauthorizationRequired),
-    (400, {"error": "invalid_grant"}, ReauthorizationRequired),
-    (401, {"error": "invalid_client"}, ProviderConfigurationError),
-    (400, {"error": "unauthorized_client"}, ProviderConfigurationError),
+RFC_SHAPES: list[tuple[int, Mapping[str, Any], ProviderErrorKind]] = [
+    (
+        400,
+        {"error": "invalid_grant", "error_description": "Invalid refresh token"},
+        ProviderErrorKind.REAUTHORIZATION_REQUIRED,
+    ),
+    (400, {"error": "invalid_grant"}, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (401, {"error": "invalid_client"}, ProviderErrorKind.CONFIGURATION),
+    (400, {"error": "unauthorized_client"}, ProviderErrorKind.CONFIGURATION),
     (
         400,
         {"error": "invalid_request", "error_description": "Missing parameter: grant_type"},
-        ProviderConfigurationError,
+        ProviderErrorKind.CONFIGURATION,
     ),
-    (400, {"error": "access_denied"}, ReauthorizationRequired),
-    (503, {"error": "temporarily_unavailable"}, TransientProviderError),
-    (400, {"error": "something_new"}, ProviderConfigurationError),
-    (503, {"error": "something_new"}, TransientProviderError),
-    (404, {"detail": "Not found"}, ProviderConfigurationError),
-    (408, {}, TransientProviderError),
-    (200, {"error": "invalid_grant"}, ReauthorizationRequired),
+    (400, {"error": "access_denied"}, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+    (503, {"error": "temporarily_unavailable"}, ProviderErrorKind.TRANSIENT),
+    (400, {"error": "something_new"}, ProviderErrorKind.CONFIGURATION),
+    (503, {"error": "something_new"}, ProviderErrorKind.TRANSIENT),
+    (404, {"detail": "Not found"}, ProviderErrorKind.CONFIGURATION),
+    (408, {}, ProviderErrorKind.TRANSIENT),
+    (200, {"error": "invalid_grant"}, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
 ]
 
 
 @pytest.mark.parametrize(("status", "body", "kind"), RFC_SHAPES)
-def test_rfc6749_shapes(status: int, body: Mapping[str, Any], kind: type[ProviderError]) -> None:
-    assert type(classify_rfc6749(answer(status, body), ctx("acme"))) is kind
+def test_rfc6749_shapes(status: int, body: Mapping[str, Any], kind: ProviderErrorKind) -> None:
+    assert (classify_rfc6749(answer(status, body), ctx("acme"))).kind is kind
 
 
 def test_rfc6750_www_authenticate_error_on_user_info() -> None:
     response = answer(401, b"", {"WWW-Authenticate": 'Bearer realm="x", error="invalid_token"'})
     error = classify_rfc6749(response, ctx("acme", Operation.USERINFO))
-    assert isinstance(error, ReauthorizationRequired)
+    assert error.kind is ProviderErrorKind.REAUTHORIZATION_REQUIRED
     assert error.provider_code == "invalid_token"
     assert error.message.startswith("user info failed")
 
 
 def test_kinds_match_the_taxonomy() -> None:
-    assert InvalidUserCredentials.kind is ErrorKind.REAUTHORIZATION_REQUIRED
-    assert OutcomeUnknown.kind is ErrorKind.OUTCOME_UNKNOWN
-    assert issubclass(OutcomeUnknown, TransientProviderError)
+    dead = {kind for kind in ProviderErrorKind if kind.grant_is_dead}
+    assert dead == {ProviderErrorKind.REAUTHORIZATION_REQUIRED, ProviderErrorKind.INVALID_CREDENTIALS}
+    # An answer lost in flight reads like any outage to a caller; only the engine tells them apart.
+    assert ProviderErrorKind.OUTCOME_UNKNOWN.code == ProviderErrorKind.TRANSIENT.code == "provider_unavailable"
+    assert ProviderErrorKind.of_code("provider_unavailable") is ProviderErrorKind.TRANSIENT
+    assert all(ProviderErrorKind.of_code(kind.code) is not None for kind in ProviderErrorKind)
+    assert ProviderErrorKind.of_code("bad_request") is None
 
 
 # --- nothing secret in a message ------------------------------------------------------------------------------
@@ -294,15 +304,15 @@ def test_messages_are_bounded_and_single_line() -> None:
     ("operation", "expected"),
     [
         # RFC 6749 5.2: on a password grant, invalid_grant is the user's wrong login...
-        (Operation.PASSWORD, InvalidUserCredentials),
+        (Operation.PASSWORD, ProviderErrorKind.INVALID_CREDENTIALS),
         # ...on a refresh or a code exchange it is a dead grant.
-        (Operation.REFRESH, ReauthorizationRequired),
-        (Operation.AUTHORIZATION_CODE, ReauthorizationRequired),
+        (Operation.REFRESH, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
+        (Operation.AUTHORIZATION_CODE, ProviderErrorKind.REAUTHORIZATION_REQUIRED),
     ],
 )
-def test_invalid_grant_depends_on_the_operation(operation: Operation, expected: type[ProviderError]) -> None:
+def test_invalid_grant_depends_on_the_operation(operation: Operation, expected: ProviderErrorKind) -> None:
     error = classify_rfc6749(
         answer(400, {"error": "invalid_grant", "error_description": "Invalid credentials given."}),
         ctx("acme", operation),
     )
-    assert type(error) is expected
+    assert error.kind is expected

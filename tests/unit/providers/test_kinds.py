@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 import tokenbroker.providers
 from tokenbroker.clock import ManualClock
-from tokenbroker.errors import ReauthorizationRequired, TransientProviderError
+from tokenbroker.errors import (
+    ProviderErrorKind,
+)
 from tokenbroker.http import HttpClient
 from tokenbroker.providers import (
     AppCredentials,
@@ -27,13 +29,14 @@ from tokenbroker.providers import (
 )
 from tokenbroker.tokens import TokenSet
 
+from tests.support.errors import raises_kind
 from tests.unit.providers.scripted import Reply, ScriptedServer
 
 # A provider module as a newcomer would write it: its class, its classifier hook, its defaults.
 ZENQUIRK_MODULE = '''
 """Zenquirk: a dead grant comes back as HTTP 200 {"fault": "gone"}."""
 
-from tokenbroker.errors import ProviderError, ReauthorizationRequired
+from tokenbroker.errors import ProviderError, ProviderErrorKind
 from tokenbroker.http import HttpResponse
 from tokenbroker.providers.classify import CallContext, classify_rfc6749, make_error
 from tokenbroker.providers.kinds import register_kind
@@ -45,7 +48,8 @@ class ZenquirkProvider(OAuth2Provider):
     def classify(self, response: HttpResponse, ctx: CallContext) -> ProviderError:
         body = response.json_object() or {}
         if body.get("fault") == "gone":
-            return make_error(ReauthorizationRequired, response, ctx, "the grant is gone", code="gone")
+            dead = ProviderErrorKind.REAUTHORIZATION_REQUIRED
+            return make_error(dead, response, ctx, "the grant is gone", code="gone")
         return classify_rfc6749(response, ctx)
 '''
 
@@ -95,12 +99,12 @@ def test_a_quirky_provider_is_one_module_plus_a_catalog_entry(
     assert (entry.refresh_token_ttl, entry.default_scopes) == (7 * 86_400, ("zen.read",))
 
     server.script(Reply(200, {"fault": "gone"}))
-    with pytest.raises(ReauthorizationRequired) as dead:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as dead:
         refresh_through("zenquirk", server, http, clock)
     assert dead.value.provider_code == "gone"
     # The same answer to a generic entry is a broken answer, not a dead grant: the hook decided.
     server.script(Reply(200, {"fault": "gone"}))
-    with pytest.raises(TransientProviderError):
+    with raises_kind(ProviderErrorKind.TRANSIENT):
         refresh_through("generic", server, http, clock)
 
 

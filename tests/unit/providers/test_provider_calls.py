@@ -9,11 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import (
-    InvalidUserCredentials,
-    OutcomeUnknown,
-    ProviderConfigurationError,
-    ReauthorizationRequired,
-    TransientProviderError,
+    ProviderErrorKind,
     UnsupportedOperation,
 )
 from tokenbroker.http import HttpClient
@@ -29,6 +25,7 @@ from tokenbroker.providers import (
 )
 from tokenbroker.tokens import TokenSet
 
+from tests.support.errors import raises_kind
 from tests.unit.providers.scripted import Drop, Hang, Reply, ScriptedServer, closed_port
 
 WORKLY_ACCESS = "a1" * 20
@@ -152,11 +149,11 @@ def test_worksection_http_200_error_on_refresh(
     provider = worksection(server, catalog, credentials, http, clock)
     old = TokenSet("tb-old-access-0", "Bearer", 1, 0, refresh_token=WS_REFRESH)
     server.script(Reply(200, {"error": "invalid_request", "errorDescription": "Cannot decrypt the refresh token"}))
-    with pytest.raises(ReauthorizationRequired) as caught:
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED) as caught:
         provider.refresh(old)
     assert caught.value.status == 200 and caught.value.provider_code == "invalid_request"
     server.script(Reply(200, {"error": "invalid_client", "errorDescription": "Client authentication failed"}))
-    with pytest.raises(ProviderConfigurationError):
+    with raises_kind(ProviderErrorKind.CONFIGURATION):
         provider.refresh(old)
 
 
@@ -188,7 +185,7 @@ def test_worksection_user_info(
     server.script(Reply(200, {"id": 1, "email": "x@y.z", "account_url": "https://evil.com"}))
     assert provider.user_info(token).extra == {}
     server.script(Reply(200, {"error": "invalid_request", "errorDescription": "Token has expired"}))
-    with pytest.raises(ReauthorizationRequired):
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
         provider.user_info(token)
 
 
@@ -289,15 +286,15 @@ def test_workly_errors(
 ) -> None:
     provider = workly(server, catalog, credentials, http, clock)
     server.script(Reply(400, {"message": "Неверный логин или пароль", "code": 7002}))
-    with pytest.raises(InvalidUserCredentials) as caught:
+    with raises_kind(ProviderErrorKind.INVALID_CREDENTIALS) as caught:
         provider.password_grant(username="ada@acme.test", password="tb-wrong-pass-1")
     assert "tb-wrong-pass-1" not in str(caught.value)
     old = TokenSet("old", "Bearer", 1, 0, refresh_token=WORKLY_REFRESH)
     server.script(Reply(401, {"message": "Refresh token expired", "code": 7006}))
-    with pytest.raises(ReauthorizationRequired):
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
         provider.refresh(old)
     server.script(Reply(429, {"message": "Too many requests", "code": 6000}, {"Retry-After": "30"}))
-    with pytest.raises(TransientProviderError) as transient:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as transient:
         provider.refresh(old)
     assert transient.value.retry_after == 30
 
@@ -308,7 +305,7 @@ def test_workly_without_a_configured_secret_fails_before_calling(
     defaults = catalog.get("workly").default_credentials()
     assert defaults is not None
     provider = workly(server, catalog, defaults, http, clock)
-    with pytest.raises(ProviderConfigurationError, match="no client secret configured"):
+    with raises_kind(ProviderErrorKind.CONFIGURATION, match="no client secret configured"):
         provider.password_grant(username="a@b.c", password="tb-pass-12345678")
     assert server.seen == []
 
@@ -322,10 +319,10 @@ def test_workly_password_reset(
     seen = server.seen[0]
     assert seen.path == "/v1/sign-in/password-reset" and seen.form == {"email": "ada@acme.test"}
     server.script(Reply(422, {"message": "Email not found", "code": 8003}))
-    with pytest.raises(InvalidUserCredentials):
+    with raises_kind(ProviderErrorKind.INVALID_CREDENTIALS):
         provider.request_password_reset("nobody@acme.test")
     server.script(Reply(503, "<html>maintenance</html>"))
-    with pytest.raises(TransientProviderError):
+    with raises_kind(ProviderErrorKind.TRANSIENT):
         provider.request_password_reset("ada@acme.test")
 
 
@@ -400,7 +397,7 @@ def test_generic_refresh_without_a_refresh_token_needs_reauthorisation(
     server: ScriptedServer, credentials: AppCredentials, http: HttpClient, clock: ManualClock
 ) -> None:
     provider = generic(server, credentials, http, clock)
-    with pytest.raises(ReauthorizationRequired):
+    with raises_kind(ProviderErrorKind.REAUTHORIZATION_REQUIRED):
         provider.refresh(TokenSet("old", "Bearer", 1, 0))
     assert server.seen == []
 
@@ -451,12 +448,12 @@ def test_a_refresh_whose_answer_is_lost_is_outcome_unknown(
     old = TokenSet("old", "Bearer", 1, 0, refresh_token=WS_REFRESH)
     server.script(Hang())
     started = time.monotonic()
-    with pytest.raises(OutcomeUnknown) as caught:
+    with raises_kind(ProviderErrorKind.OUTCOME_UNKNOWN) as caught:
         provider.refresh(old)
     assert time.monotonic() - started < 3
     assert WS_REFRESH not in str(caught.value)
     server.script(Drop())
-    with pytest.raises(OutcomeUnknown):
+    with raises_kind(ProviderErrorKind.OUTCOME_UNKNOWN):
         provider.refresh(old)
     assert len(server.seen) == 2  # each refresh POST went out exactly once
 
@@ -466,9 +463,9 @@ def test_a_refresh_that_never_connected_is_plain_transient(
 ) -> None:
     entry = catalog.get("worksection").with_base_url(f"http://127.0.0.1:{closed_port()}")
     provider = build_provider(entry, credentials, http=http, clock=clock)
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         provider.refresh(TokenSet("old", "Bearer", 1, 0, refresh_token=WS_REFRESH))
-    assert not isinstance(caught.value, OutcomeUnknown)
+    assert caught.value.kind is not ProviderErrorKind.OUTCOME_UNKNOWN
 
 
 def test_html_error_page_is_transient(
@@ -476,7 +473,7 @@ def test_html_error_page_is_transient(
 ) -> None:
     provider = workly(server, catalog, credentials, http, clock)
     server.script(Reply(502, "<html><body>nginx</body></html>", {"Content-Type": "text/html"}))
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         provider.refresh(TokenSet("old", "Bearer", 1, 0, refresh_token=WORKLY_REFRESH))
     assert "nginx" not in caught.value.message
 

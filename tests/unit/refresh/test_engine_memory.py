@@ -11,7 +11,11 @@ from typing import Any
 
 import pytest
 from tokenbroker.clock import ManualClock
-from tokenbroker.errors import NeedsReauthorization, TransientProviderError
+from tokenbroker.errors import (
+    NeedsReauthorization,
+    ProviderError,
+    ProviderErrorKind,
+)
 from tokenbroker.events import EventType, MemorySink
 from tokenbroker.models import ConnectionStatus
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine, RefreshOutcome
@@ -21,6 +25,7 @@ from tokenbroker.tokens import TokenSet
 from tokenbroker.vending import VendingService
 
 from tests.model.refresh_model import KEY, LEASE, ModelProvider
+from tests.support.errors import raises_kind
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -134,7 +139,7 @@ def test_an_outage_backs_off_keeps_the_token_and_defers_vends(world: World) -> N
     original = world.connect()
 
     def down(_token: TokenSet) -> TokenSet:
-        raise TransientProviderError("503", provider="modelprov", retry_after=120)
+        raise ProviderError(ProviderErrorKind.TRANSIENT, "503", provider="modelprov", retry_after=120)
 
     world.provider.refresh = down  # type: ignore[method-assign]  # the outage
     world.clock.advance(3600 - 300)
@@ -142,6 +147,6 @@ def test_an_outage_backs_off_keeps_the_token_and_defers_vends(world: World) -> N
     assert failed.outcome is RefreshOutcome.TRANSIENT_FAILURE
     assert failed.next_refresh_at is not None and failed.next_refresh_at >= world.clock.now() + 120
     assert world.repository.token(KEY).token == original
-    with pytest.raises(TransientProviderError):
+    with raises_kind(ProviderErrorKind.TRANSIENT):
         world.vending.vend(KEY, 3000)  # wants a refresh, the backoff says not yet: no provider call
     assert world.metrics.total("RefreshOutcome", outcome="deferred") == 1

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from tokenbroker.errors import TransientProviderError
+from tokenbroker.errors import (
+    ProviderError,
+    ProviderErrorKind,
+)
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import (
     MAX_ERROR_MESSAGE_LENGTH,
@@ -65,7 +68,7 @@ def test_reprs_hide_tokens_and_passwords() -> None:
 
 
 def test_last_error_is_truncated_and_built_from_safe_error_fields() -> None:
-    error = TransientProviderError("x" * 2000, provider="workly", status=503)
+    error = ProviderError(ProviderErrorKind.TRANSIENT, "x" * 2000, provider="workly", status=503)
     last = LastError.from_exception(error, at=12.5)
     assert last.code == "provider_unavailable"
     assert len(last.message) == MAX_ERROR_MESSAGE_LENGTH

@@ -22,13 +22,12 @@ from tokenbroker.client import (
     _error_of,
 )
 from tokenbroker.errors import (
-    AccountProblem,
     ConnectionNotFound,
     InvalidInput,
     NeedsReauthorization,
-    ProviderConfigurationError,
+    ProviderError,
+    ProviderErrorKind,
     RefreshInProgress,
-    TransientProviderError,
     UnknownProvider,
 )
 
@@ -123,17 +122,23 @@ def test_a_session_with_broker_auth_retries_each_request_at_most_once() -> None:
         (404, {"error": "unknown_provider", "message": "?"}, UnknownProvider),
         (409, {"error": "needs_reauth", "message": "connect again"}, NeedsReauthorization),
         (503, {"error": "refresh_in_progress", "message": "wait"}, RefreshInProgress),
-        (503, {"error": "provider_unavailable", "message": "down"}, TransientProviderError),
-        (502, {"error": "provider_configuration", "message": "bad client"}, ProviderConfigurationError),
-        (502, {"error": "provider_account", "message": "unpaid"}, AccountProblem),
+        (503, {"error": "provider_unavailable", "message": "down"}, ProviderErrorKind.TRANSIENT),
+        (502, {"error": "provider_configuration", "message": "bad client"}, ProviderErrorKind.CONFIGURATION),
+        (502, {"error": "provider_account", "message": "unpaid"}, ProviderErrorKind.ACCOUNT),
+        (502, {"error": "provider_error", "message": "refused"}, ProviderErrorKind.REFUSED),
         (500, {"error": "internal_error", "message": "internal error"}, BrokerError),
         (429, {"message": "Too Many Requests"}, BrokerError),
         (502, None, BrokerError),
     ],
 )
-def test_broker_answers_map_to_the_error_taxonomy(status: int, body: Any, expected: type[Exception]) -> None:
+def test_broker_answers_map_to_the_error_taxonomy(
+    status: int, body: Any, expected: type[Exception] | ProviderErrorKind
+) -> None:
     error = _error_of(status, body, None)
-    assert type(error) is expected
+    if isinstance(expected, ProviderErrorKind):
+        assert isinstance(error, ProviderError) and error.kind is expected
+    else:
+        assert type(error) is expected
 
 
 def test_retry_after_comes_from_the_body_or_the_header() -> None:

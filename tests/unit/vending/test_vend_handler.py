@@ -13,7 +13,11 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 from tokenbroker.clock import ManualClock
-from tokenbroker.errors import InvalidInput, TransientProviderError
+from tokenbroker.errors import (
+    InvalidInput,
+    ProviderError,
+    ProviderErrorKind,
+)
 from tokenbroker.events import EventType, MemorySink
 from tokenbroker.models import ConnectionStatus
 from tokenbroker.repository import ConnectionRepository
@@ -226,7 +230,7 @@ def test_a_refresh_held_by_another_worker_is_503_refresh_in_progress_with_retry_
 
 
 def test_a_provider_outage_is_503_provider_unavailable_with_retry_after(handler: ModuleType) -> None:
-    error = TransientProviderError("HTTP 502", provider="worksection", retry_after=30)
+    error = ProviderError(ProviderErrorKind.TRANSIENT, "HTTP 502", provider="worksection", retry_after=30)
     w = world(handler, FakeTokens(stored(expires_in=5)), FakeRefresher(Result("transient_failure", error=error)))
     answer = w.call("GET", TOKEN_PATH)
     assert answer.status == 503

@@ -5,14 +5,15 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from tokenbroker.api.statuses import http_status
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import (
     ConnectionNotFound,
     InvalidInput,
     NeedsReauthorization,
-    ProviderConfigurationError,
+    ProviderError,
+    ProviderErrorKind,
     RefreshInProgress,
-    TransientProviderError,
     UnknownProvider,
 )
 from tokenbroker.events import EventType, MemorySink
@@ -21,6 +22,7 @@ from tokenbroker.models import ConnectionStatus, StoredToken
 from tokenbroker.repository import ConnectionRepository
 from tokenbroker.vending import VendingService, needs_refresh, validate_min_ttl
 
+from tests.support.errors import raises_kind
 from tests.unit.vending.fakes import (
     KEY,
     NOW,
@@ -119,7 +121,7 @@ def test_not_needed_without_a_token_re_reads_the_secret() -> None:
 def test_min_ttl_outside_0_to_86400_or_not_an_integer_is_bad_input(value: object) -> None:
     with pytest.raises(InvalidInput) as caught:
         validate_min_ttl(value)
-    assert caught.value.field == "min_ttl" and caught.value.http_status == 400
+    assert caught.value.field == "min_ttl" and http_status(caught.value) == 400
 
 
 @pytest.mark.parametrize(("value", "expected"), [(0, 0), ("0", 0), ("86400", 86_400), (60, 60)])
@@ -149,7 +151,7 @@ def test_a_connection_that_needs_reauth_answers_409_without_a_refresh(status: Co
     vending, _ = service(FakeTokens(stored(expires_in=5, status=status)), refresher)
     with pytest.raises(NeedsReauthorization) as caught:
         vending.vend(KEY, 60)
-    assert caught.value.http_status == 409
+    assert http_status(caught.value) == 409
     assert "POST /connect-sessions" in caught.value.message
     assert refresher.calls == []
 
@@ -161,25 +163,27 @@ def test_a_refresh_ending_in_needs_reauth_answers_409() -> None:
 
 
 def test_a_transient_refresh_failure_answers_503_with_retry_after() -> None:
-    error = TransientProviderError("timeout", provider="worksection", retry_after=17)
+    error = ProviderError(ProviderErrorKind.TRANSIENT, "timeout", provider="worksection", retry_after=17)
     vending, _ = service(FakeTokens(stored(expires_in=5)), FakeRefresher(Result("transient_failure", error=error)))
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         vending.vend(KEY, 60)
-    assert caught.value.http_status == 503 and caught.value.code == "provider_unavailable"
+    assert http_status(caught.value) == 503 and caught.value.code == "provider_unavailable"
     assert caught.value.retry_after == 17
 
 
 def test_a_transient_failure_without_a_hint_still_has_a_retry_after() -> None:
     vending, _ = service(FakeTokens(stored(expires_in=5)), FakeRefresher(Result("transient_failure")))
-    with pytest.raises(TransientProviderError) as caught:
+    with raises_kind(ProviderErrorKind.TRANSIENT) as caught:
         vending.vend(KEY, 60)
     assert caught.value.retry_after is not None and caught.value.retry_after > 0
 
 
 def test_a_configuration_failure_keeps_its_own_error() -> None:
-    error = ProviderConfigurationError("invalid client", provider="worksection", provider_code="invalid_client")
+    error = ProviderError(
+        ProviderErrorKind.CONFIGURATION, "invalid client", provider="worksection", provider_code="invalid_client"
+    )
     vending, _ = service(FakeTokens(stored(expires_in=5)), FakeRefresher(Result("configuration_failure", error=error)))
-    with pytest.raises(ProviderConfigurationError):
+    with raises_kind(ProviderErrorKind.CONFIGURATION):
         vending.vend(KEY, 60)
 
 
@@ -187,7 +191,7 @@ def test_an_unknown_connection_is_404() -> None:
     vending, _ = service(FakeTokens())
     with pytest.raises(ConnectionNotFound) as caught:
         vending.vend(KEY, 60)
-    assert caught.value.http_status == 404
+    assert http_status(caught.value) == 404
 
 
 def test_an_unknown_provider_is_404_before_any_aws_call() -> None:
@@ -195,7 +199,7 @@ def test_an_unknown_provider_is_404_before_any_aws_call() -> None:
     vending, _ = service(tokens, catalog=FakeCatalog("workly"))
     with pytest.raises(UnknownProvider) as caught:
         vending.vend(KEY, 60)
-    assert caught.value.http_status == 404
+    assert http_status(caught.value) == 404
     assert tokens.gets == 0
 
 
@@ -225,7 +229,7 @@ def test_contention_that_outlasts_the_wait_answers_refresh_in_progress() -> None
     with pytest.raises(RefreshInProgress) as caught:
         vending.vend(KEY, 60)
 
-    assert caught.value.http_status == 503
+    assert http_status(caught.value) == 503
     assert caught.value.retry_after == 3
     assert clock.now() - NOW == pytest.approx(2)
     assert 2 < tokens.gets < 20  # bounded polling
