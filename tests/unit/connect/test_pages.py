@@ -504,6 +504,8 @@ def test_transient_errors_say_when_to_retry() -> None:
 
 
 def test_provider_details_are_escaped() -> None:
-    page = pages.error_page(ProviderError(ProviderErrorKind.REFUSED, EVIL, provider="workly", provider_code=EVIL), branding=ACME)
+    page = pages.error_page(
+        ProviderError(ProviderErrorKind.REFUSED, EVIL, provider="workly", provider_code=EVIL), branding=ACME
+    )
     assert "<script>" not in page.body
     assert EVIL not in page.body  # the provider's message itself is not shown at all
