@@ -67,7 +67,8 @@ def expires_in_seconds(value: object, fallback: int) -> int:
         return fallback
     if not math.isfinite(seconds) or seconds <= 0:
         return fallback
-    return int(min(seconds, MAX_EXPIRES_IN))
+    # At least a second: 0.5 must not become 0, a token that expires the moment it arrives.
+    return max(1, int(min(seconds, MAX_EXPIRES_IN)))
 
 
 def normalise_token_type(value: object) -> str:
