@@ -189,6 +189,7 @@ class Written:
 class Saved:
     connection: Connection
     previous: Connection | None  # the item as it was before (None: a brand-new connection)
+    stored: StoredToken  # the secret written: current now
 
 
 Notice = Callable[[str, ConnectionKey], None]
@@ -353,7 +354,7 @@ class ConnectionRepository:
             stored = StoredToken(token, connection.generation, ConnectionStatus.ACTIVE, dict(metadata), login)
             try:
                 self.secrets.put(key, stored, restore_deleted=True)
-                return Saved(connection, before)
+                return Saved(connection, before, stored)
             except GenerationConflict:
                 if attempt == MAX_SAVE_ATTEMPTS:
                     raise
