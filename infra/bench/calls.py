@@ -22,7 +22,6 @@ from typing import Any
 
 from tokenbroker.aws import AwsCallCounter
 from tokenbroker.keys import ConnectionKey
-from tokenbroker.sweep import Sweeper
 
 from infra.bench.figures import Applies, Figure, at_most
 from infra.bench.lambda_events import context_for, function_id, schedule_event, sqs_event, vend_event
@@ -168,7 +167,9 @@ def measure_scheduled_calls(rig: Rig, refresh: ModuleType) -> tuple[CallCounts, 
     clients = clients_for(rig.moto.url)
     runtime = rig.fresh_runtime(clients)
     queue_url = rig.queue_url
-    sweeper = Sweeper(connections=runtime.connections, sqs=runtime.sqs, queue_url=queue_url, clock=runtime.clock)
+    sweeper = runtime.sweeper  # the rig's Settings name queue_url as the refresh queue
+    if sweeper is None:
+        raise RuntimeError("the bench rig has no refresh queue")
     refresh.use_services(refresh.Services(worker=runtime.refresh_worker, events=runtime.worker_events, sweeper=sweeper))
     sweep_context = context_for(rig.topology, function_id(rig.topology, "refresh", "app.sweep_handler"))
     worker_context = context_for(rig.topology, function_id(rig.topology, "refresh", "app.worker_handler"))

@@ -27,7 +27,7 @@ import yaml
 from tokenbroker.aws import AwsClients, default_config
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import StoredToken
-from tokenbroker.schedule import next_refresh_at
+from tokenbroker.repository import initial_schedule
 from tokenbroker.settings import Settings
 from tokenbroker.stores.connections import DEFAULT_DUE_SHARDS, connection_pk, due_shard
 from tokenbroker.tokens import TokenSet
@@ -141,21 +141,17 @@ class Rig:
         )
 
     def seed(self, key: ConnectionKey, *, expires_in: float, runtime: Runtime | None = None) -> StoredToken:
-        """One connection as the connect flow leaves it: item first, then the secret."""
+        """One connection as the connect flow leaves it: ``ConnectionRepository.save_connected`` (item
+        first, then the secret) with the schedule ``initial_schedule`` gives a new grant."""
         target = runtime or self.runtime
         token = self.token(expires_in=expires_in)
-        refresh_expires_at = token.obtained_at + 30 * DAY
-        connection = target.connections.save_connected(
-            key,
-            expires_at=token.expires_at,
-            refresh_expires_at=refresh_expires_at,
-            next_refresh_at=next_refresh_at(token.expires_at, token.obtained_at, refresh_expires_at, time.time()),
-            metadata={"user_email": EMAIL},
-            scopes=token.scopes,
+        ttl = target.catalog.get(key.provider).refresh_token_ttl
+        schedule = initial_schedule(token, refresh_token_ttl=ttl, login=None, now=time.time())
+        metadata = {"user_email": EMAIL}
+        saved = target.repository.save_connected(
+            key, token, metadata=metadata, scopes=token.scopes, login=None, schedule=schedule
         )
-        stored = StoredToken(token=token, generation=connection.generation, metadata={"user_email": EMAIL})
-        target.tokens.put(key, stored)
-        return stored
+        return saved.stored
 
     def seed_many(self, keys: Sequence[ConnectionKey], *, expires_in: float, threads: int = 4) -> float:
         """Seed ``keys`` quickly; returns the seconds it took.

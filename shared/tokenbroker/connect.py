@@ -58,9 +58,8 @@ from tokenbroker.providers.catalog import AuthMode, Catalog, CatalogEntry
 from tokenbroker.providers.pkce import new_pkce_pair
 from tokenbroker.providers.registry import ProviderResolver
 from tokenbroker.redaction import remember_secret
-from tokenbroker.repository import ConnectionRepository, Schedule
+from tokenbroker.repository import ConnectionRepository, initial_schedule
 from tokenbroker.return_urls import ReturnUrlPolicy, origin_of, parse_strict, with_query
-from tokenbroker.schedule import next_refresh_at
 from tokenbroker.stores.onetime import (
     MAX_LOGIN_ATTEMPTS,
     MAX_RESET_REQUESTS,
@@ -672,24 +671,10 @@ class ConnectService:
         login: PasswordLogin | None,
     ) -> tuple[Connection, bool]:
         """Make ``token`` the connection's current grant and announce it; (item, was it a re-connect)."""
-        refresh_expires_at = (
-            float(token.obtained_at + entry.refresh_token_ttl)
-            if token.refresh_token and entry.refresh_token_ttl
-            else None
+        schedule = initial_schedule(
+            token, refresh_token_ttl=entry.refresh_token_ttl, login=login, now=self._clock.now()
         )
-        due = (
-            next_refresh_at(token.expires_at, token.obtained_at, refresh_expires_at, self._clock.now())
-            if token.refresh_token or login
-            else None  # nothing to refresh with: the token simply lives until it expires
-        )
-        saved = self._repo.save_connected(
-            key,
-            token,
-            metadata=metadata,
-            scopes=scopes,
-            login=login,
-            schedule=Schedule(float(token.expires_at), refresh_expires_at, due),
-        )
+        saved = self._repo.save_connected(key, token, metadata=metadata, scopes=scopes, login=login, schedule=schedule)
         connection, existed = saved.connection, _was_connected(saved.previous)
         event_type = EventType.CONNECTION_REAUTHORIZED if existed else EventType.CONNECTION_CREATED
         self._events.publish(

@@ -33,6 +33,7 @@ from tokenbroker.errors import ConnectionNotFound, LeaseLost, NeedsReauthorizati
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Attempt, Connection, ConnectionStatus, LastError, Lease, PasswordLogin, StoredToken
 from tokenbroker.observability import logger
+from tokenbroker.schedule import next_refresh_at
 from tokenbroker.stores.tokens import GenerationConflict
 from tokenbroker.tokens import TokenSet
 
@@ -149,6 +150,28 @@ class Schedule:
 ScheduleOf = Callable[[StoredToken], Schedule]
 
 
+def initial_schedule(
+    token: TokenSet, *, refresh_token_ttl: float | None, login: PasswordLogin | None, now: float
+) -> Schedule:
+    """The schedule a freshly connected grant starts with (what ``save_connected`` is given).
+
+    ``refresh_token_ttl`` is the catalog entry's refresh-token lifetime (None: unknown, or the
+    refresh tokens do not expire): the refresh token's expiry is estimated from it. The first
+    refresh is refresh-ahead of the access token's expiry (``schedule.next_refresh_at``). A grant
+    with neither a refresh token nor a stored login has nothing to refresh with: it is never due
+    and simply lives until it expires.
+    """
+    refresh_expires_at = (
+        float(token.obtained_at + refresh_token_ttl) if token.refresh_token and refresh_token_ttl else None
+    )
+    due = (
+        next_refresh_at(token.expires_at, token.obtained_at, refresh_expires_at, now)
+        if token.refresh_token or login
+        else None
+    )
+    return Schedule(float(token.expires_at), refresh_expires_at, due)
+
+
 class Landed(enum.StrEnum):
     COMMITTED = "committed"  # secret and item agree on our write
     COMMIT_LOST = "commit_lost"  # our secret landed, the item commit lost the lease: the next holder adopts it
@@ -166,6 +189,7 @@ class Written:
 class Saved:
     connection: Connection
     previous: Connection | None  # the item as it was before (None: a brand-new connection)
+    stored: StoredToken  # the secret written: current now
 
 
 Notice = Callable[[str, ConnectionKey], None]
@@ -330,7 +354,7 @@ class ConnectionRepository:
             stored = StoredToken(token, connection.generation, ConnectionStatus.ACTIVE, dict(metadata), login)
             try:
                 self.secrets.put(key, stored, restore_deleted=True)
-                return Saved(connection, before)
+                return Saved(connection, before, stored)
             except GenerationConflict:
                 if attempt == MAX_SAVE_ATTEMPTS:
                     raise

@@ -6,6 +6,7 @@ only pays for what it uses) and tests build a ``Runtime`` around their own clock
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar, cast
@@ -21,8 +22,8 @@ if TYPE_CHECKING:
 
     from tokenbroker.connect import ConnectService
     from tokenbroker.providers.catalog import Catalog
-    from tokenbroker.providers.registry import ProviderRegistry
-    from tokenbroker.refresh import RefreshEngine
+    from tokenbroker.providers.registry import ProviderResolver
+    from tokenbroker.refresh import RefreshEngine, RefreshMetrics
     from tokenbroker.repository import ConnectionRepository
     from tokenbroker.stores.app_credentials import AppCredentialsStore
     from tokenbroker.stores.connections import ConnectionStore
@@ -35,6 +36,21 @@ T = TypeVar("T")
 
 
 class Runtime:
+    """Builds each collaborator once, on first use, as the deployed functions use it.
+
+    Deployments pass ``settings`` only (``from_env``). Every keyword argument replaces one
+    collaborator, and everything else is still built from ``settings`` around it, so a test runs
+    the deployed graph with only what it names swapped (None: build it as deployed):
+
+    - ``aws``, ``clock``, ``events``, ``catalog``: AWS clients, time, the event sink, the catalog;
+    - ``providers``: resolves a provider name instead of the catalog plus the app credentials in
+      Secrets Manager (a scripted provider, a sandbox with its own timeouts);
+    - ``connections``, ``tokens``: the item and secret stores the repository writes through (a
+      wrapper that injects faults or crashes, a store with one due shard);
+    - ``refresh_metrics``: where the refresh engine's metrics go (default: EMF via Powertools);
+    - ``rng``: the refresh engine's backoff jitter (default ``random.random``).
+    """
+
     def __init__(
         self,
         settings: Settings,
@@ -43,12 +59,22 @@ class Runtime:
         clock: Clock | None = None,
         events: EventSink | None = None,
         catalog: Catalog | None = None,
+        providers: ProviderResolver | None = None,
+        connections: ConnectionStore | None = None,
+        tokens: TokenStore | None = None,
+        refresh_metrics: RefreshMetrics | None = None,
+        rng: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.aws = aws or AwsClients()
         self.clock: Clock = clock or SystemClock()
         self._events = events
         self._catalog = catalog
+        self._providers = providers
+        self._connections = connections
+        self._tokens = tokens
+        self._refresh_metrics = refresh_metrics
+        self._rng = rng
         self._built: dict[str, object] = {}
         self._lock = threading.RLock()
 
@@ -85,6 +111,8 @@ class Runtime:
 
     @property
     def tokens(self) -> TokenStore:
+        if self._tokens is not None:
+            return self._tokens
         from tokenbroker.stores.tokens import TokenStore  # noqa: PLC0415
 
         return self._once(
@@ -105,6 +133,8 @@ class Runtime:
 
     @property
     def connections(self) -> ConnectionStore:
+        if self._connections is not None:
+            return self._connections
         from tokenbroker.stores.connections import ConnectionStore  # noqa: PLC0415
 
         return self._once(
@@ -129,7 +159,9 @@ class Runtime:
         return self._once("onetime", lambda: OneTimeStore(self.aws.table(self.settings.table_name), clock=self.clock))
 
     @property
-    def providers(self) -> ProviderRegistry:
+    def providers(self) -> ProviderResolver:
+        if self._providers is not None:
+            return self._providers
         from tokenbroker.providers.registry import ProviderRegistry  # noqa: PLC0415
 
         return self._once("providers", lambda: ProviderRegistry(self.catalog, self.app_credentials, clock=self.clock))
@@ -145,6 +177,8 @@ class Runtime:
             lease_seconds=self.settings.lease_seconds,
             catalog=self.catalog,
             schedule_slack=self.settings.schedule.slack,
+            metrics=self._refresh_metrics,
+            rng=self._rng or random.random,
         )
 
     @property

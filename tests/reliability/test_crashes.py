@@ -180,15 +180,15 @@ def _recovery(crash: Crash, seconds_after_crash: float) -> System:
     """The same table, stage and provider, on a clock ``seconds_after_crash`` ahead."""
     clock = ManualClock(time.time() + seconds_after_crash)
     dead = crash.system
+    assert dead.lease_seconds == LEASE
     system = System(
         clock=clock,
         clients=dead.clients,
         table=dead.table,
+        settings=dead.settings,  # its queue, its stage, the same lease
         tokens=dead.tokens,
         connections=ConnectionStore(dead.table, clock=clock, due_shards=1),
         catalog=dead.catalog,
-        queue_url=dead.queue_url,
-        lease_seconds=LEASE,
         seeded=[crash.key],
     )
     system.providers[crash.point.provider] = sandbox_provider(dead.catalog, crash.sandbox, clock)

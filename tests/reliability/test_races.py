@@ -30,7 +30,7 @@ from tokenbroker.events import EventType
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import ConnectionStatus, StoredToken
 from tokenbroker.providers import AppCredentials, Catalog, build_provider
-from tokenbroker.stores import OneTimeStore, TokenStore
+from tokenbroker.stores import TokenStore
 from tokenbroker.vending import VendedToken
 
 from infra.sandboxes import WorksectionSandbox, submit_consent, write_catalog_file
@@ -309,17 +309,12 @@ def test_reconnecting_between_the_refresh_write_and_its_commit(
 
 
 def connect_service(system: System, catalog: Catalog, worksection: WorksectionSandbox) -> ConnectService:
+    """The callback function's connect flow (its own ``Runtime``) on the system's table and secrets."""
+    assert catalog is system.catalog
     credentials = AppCredentials(worksection.client_id, worksection.client_secret)
     provider = build_provider(catalog.get("worksection"), credentials, clock=system.clock)
-    return ConnectService(
-        catalog=catalog,
-        onetime=OneTimeStore(system.table, clock=system.clock),
-        repository=system.repository(),
-        providers=lambda _name: provider,
-        events=system.events,
-        clock=system.clock,
-        public_base_url="https://connect.example.test",
-    )
+    runtime = system.runtime(providers=lambda _name: provider, public_base_url="https://connect.example.test")
+    return runtime.connect
 
 
 def reconnect(connect: ConnectService, worksection: WorksectionSandbox) -> Any:

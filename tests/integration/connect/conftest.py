@@ -1,7 +1,9 @@
 """The connect flow end to end: the callback handler on moto, both provider sandboxes on 127.0.0.1.
 
-One ManualClock drives the stores, the providers and the sandboxes, so expiry is tested by
-advancing it, never by sleeping.
+The service is the one ``Runtime`` builds for the callback function, with the sandboxes' app
+credentials stored where an operator stores them (``tokenbroker/<stage>/apps/<provider>``). One
+ManualClock drives the stores, the providers and the sandboxes, so expiry is tested by advancing
+it, never by sleeping.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from pathlib import Path
 import pytest
 from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
-from tokenbroker.connect import ConnectService
 from tokenbroker.events import MemorySink
 from tokenbroker.observability import logger
-from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
-from tokenbroker.repository import ConnectionRepository
-from tokenbroker.stores import ConnectionStore, OneTimeStore, TokenStore
+from tokenbroker.providers import Catalog
+from tokenbroker.settings import Settings
+from tokenbroker.wiring import Runtime
 
+from infra.localstack.resources import seed_app_secret
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
 from tests.integration.connect.harness import PUBLIC_BASE_URL, RETURN_BASE, Harness, capture_logs
 from tests.support.handlers import load_function
@@ -72,28 +74,27 @@ def harness(  # noqa: PLR0917 - pytest injects fixtures by name
     worksection: WorksectionSandbox,
 ) -> Iterator[Harness]:
     credentials = {
-        "workly": AppCredentials(workly.client_id, workly.client_secret),
-        "worksection": AppCredentials(worksection.client_id, worksection.client_secret),
-        "acme": AppCredentials("acme-client", "acme-client-secret"),
+        "workly": (workly.client_id, workly.client_secret),
+        "worksection": (worksection.client_id, worksection.client_secret),
+        "acme": ("acme-client", "acme-client-secret"),
     }
-
-    def providers(name: str) -> Provider:
-        return build_provider(catalog.get(name), credentials[name], clock=clock)
-
-    tokens = TokenStore(aws_clients.secretsmanager, stage="test")
-    connections = ConnectionStore(table, clock=clock)
-    onetime = OneTimeStore(table, clock=clock)
-    events = MemorySink()
-    service = ConnectService(
-        catalog=catalog,
-        onetime=onetime,
-        repository=ConnectionRepository(items=connections, secrets=tokens, clock=clock),
-        providers=providers,
-        events=events,
-        clock=clock,
+    for provider, (client_id, client_secret) in credentials.items():
+        seed_app_secret(
+            aws_clients.secretsmanager,
+            stage="test",
+            provider=provider,
+            client_id=client_id,
+            client_secret=client_secret,
+        )
+    settings = Settings(
+        table_name=table.name,
+        stage="test",
         allowed_return_urls=(RETURN_BASE, "http://localhost:8080/"),
         public_base_url=PUBLIC_BASE_URL,
     )
+    events = MemorySink()
+    runtime = Runtime(settings, aws=aws_clients, clock=clock, events=events, catalog=catalog)
+    service = runtime.connect
     handler = load_function("callback")
     handler.use_service(service)
     stream, log_handler = capture_logs(logger)
@@ -102,9 +103,9 @@ def harness(  # noqa: PLR0917 - pytest injects fixtures by name
             handler=handler,
             service=service,
             clock=clock,
-            tokens=tokens,
-            connections=connections,
-            onetime=onetime,
+            tokens=runtime.tokens,
+            connections=runtime.connections,
+            onetime=runtime.onetime,
             events=events,
             workly=workly,
             worksection=worksection,

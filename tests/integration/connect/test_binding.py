@@ -15,15 +15,16 @@ import pytest
 from tokenbroker.aws import AwsClients
 from tokenbroker.browser_binding import binding_cookie, new_binding
 from tokenbroker.clock import ManualClock
-from tokenbroker.connect import BrowserMismatch, ConnectService, LinkUsedUp, LoginSubmission
+from tokenbroker.connect import BrowserMismatch, LinkUsedUp, LoginSubmission
 from tokenbroker.errors import ConnectionNotFound
 from tokenbroker.events import MemorySink
 from tokenbroker.keys import ConnectionKey
-from tokenbroker.providers import AppCredentials, Catalog, build_provider
-from tokenbroker.repository import ConnectionRepository
-from tokenbroker.stores import ConnectionStore, OneTimeStore, TokenStore
+from tokenbroker.providers import Catalog
+from tokenbroker.settings import Settings
 from tokenbroker.stores.onetime import MAX_LOGIN_ATTEMPTS
+from tokenbroker.wiring import Runtime
 
+from infra.localstack.resources import seed_app_secret
 from infra.sandboxes import WorklySandbox
 from tests.integration.connect.conftest import WORKLY_EMAIL, WORKLY_PASSWORD, WS_EMAIL, WS_PASSWORD
 from tests.integration.connect.harness import PUBLIC_BASE_URL, RETURN_BASE, Answer, Harness
@@ -164,21 +165,16 @@ def test_racing_guesses_cannot_exceed_the_limit(
     """20 guesses at once, straight at the service (the handler is one request at a time, like
     Lambda), against moto in server mode (DynamoDB serialises writes to an item; in-process moto
     does not): the attempt is counted by a conditional write before Workly is asked."""
-    credentials = AppCredentials(workly.client_id, workly.client_secret)
     table = new_table(server_clients)
-    service = ConnectService(
-        catalog=catalog,
-        onetime=OneTimeStore(table, clock=clock),
-        repository=ConnectionRepository(
-            items=ConnectionStore(table, clock=clock),
-            secrets=TokenStore(server_clients.secretsmanager, stage="race"),
-            clock=clock,
-        ),
-        providers=lambda name: build_provider(catalog.get(name), credentials, clock=clock),
-        events=MemorySink(),
-        clock=clock,
-        public_base_url=PUBLIC_BASE_URL,
+    seed_app_secret(
+        server_clients.secretsmanager,
+        stage="race",
+        provider="workly",
+        client_id=workly.client_id,
+        client_secret=workly.client_secret,
     )
+    settings = Settings(table_name=table.name, stage="race", public_base_url=PUBLIC_BASE_URL)
+    service = Runtime(settings, aws=server_clients, clock=clock, events=MemorySink(), catalog=catalog).connect
     session_id = service.create_session("workly", WL_KEY.connection_id).session_id
     binding = new_binding()
     service.begin(session_id, binding=binding)

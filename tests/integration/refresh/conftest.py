@@ -15,7 +15,7 @@ from tests.integration.refresh.harness import WORKLY_EMAIL, WORKLY_PASSWORD, WS_
 
 @pytest.fixture
 def rig(aws_clients: AwsClients, table: DynamoTable, clock: ManualClock) -> Rig:
-    return Rig.create(aws_clients.secretsmanager, table, clock)
+    return Rig.create(aws_clients, table, clock)
 
 
 @pytest.fixture

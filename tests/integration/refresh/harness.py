@@ -1,4 +1,4 @@
-"""Building blocks of the refresh tests: stores on moto, engines, seeded connections, fault wrappers.
+"""Building blocks of the refresh tests: the deployed wiring on moto, seeded connections, fault wrappers.
 
 Plain classes and functions (no pytest) so that test modules import them; fixtures live in
 conftest.py.
@@ -9,20 +9,23 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tokenbroker.aws import DynamoTable
+from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
 from tokenbroker.events import MemorySink
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, PasswordLogin, StoredToken
 from tokenbroker.providers import Catalog, Provider
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine, RefreshResult
-from tokenbroker.repository import DEFAULT_PUT_ATTEMPTS, ConnectionRepository
-from tokenbroker.schedule import next_refresh_at
+from tokenbroker.settings import Settings
 from tokenbroker.stores import ConnectionStore, TokenStore
+from tokenbroker.sweep import Sweeper
 from tokenbroker.tokens import TokenSet
+from tokenbroker.wiring import Runtime
+
+from tests.support.seeding import seed_connection
 
 STAGE = "test"
 DAY = 86_400.0
@@ -38,9 +41,12 @@ class SimulatedCrash(BaseException):
 
 @dataclass
 class Rig:
-    """Everything an engine needs, on moto, with in-memory events and metrics."""
+    """The deployed wiring (``Runtime``) on moto, with in-memory events and metrics and the
+    providers a test puts in ``providers`` by name."""
 
     clock: ManualClock
+    aws: AwsClients
+    settings: Settings
     tokens: TokenStore
     connections: ConnectionStore
     catalog: Catalog
@@ -49,36 +55,55 @@ class Rig:
     metrics: MemoryRefreshMetrics = field(default_factory=MemoryRefreshMetrics)
 
     @classmethod
-    def create(cls, secretsmanager: Any, table: DynamoTable, clock: ManualClock) -> Rig:
+    def create(cls, clients: AwsClients, table: DynamoTable, clock: ManualClock) -> Rig:
+        settings = Settings(table_name=table.name, stage=STAGE)
+        deployed = Runtime(settings, aws=clients, clock=clock)
         return cls(
             clock=clock,
-            tokens=TokenStore(secretsmanager, stage=STAGE),
-            connections=ConnectionStore(table, clock=clock),
+            aws=clients,
+            settings=settings,
+            tokens=deployed.tokens,
+            connections=deployed.connections,
             catalog=Catalog.load(),
         )
 
     def resolve(self, name: str) -> Provider:
         return self.providers[name]
 
-    def engine(self, **overrides: Any) -> RefreshEngine:
-        options: dict[str, Any] = {
-            "tokens": self.tokens,
-            "connections": self.connections,
-            "providers": self.resolve,
-            "events": self.events,
-            "clock": self.clock,
-            "metrics": self.metrics,
-            "catalog": self.catalog,
-            "rng": lambda: 1.0,  # the top of the jitter: deterministic backoff in assertions
-        }
-        options.update(overrides)
-        tokens = options.pop("tokens")
-        connections = options.pop("connections")
-        put_attempts = options.pop("put_attempts", DEFAULT_PUT_ATTEMPTS)
-        options["repository"] = ConnectionRepository(
-            items=connections, secrets=tokens, clock=self.clock, put_attempts=put_attempts
+    def runtime(
+        self,
+        *,
+        tokens: TokenStore | None = None,
+        connections: ConnectionStore | None = None,
+        **settings: Any,
+    ) -> Runtime:
+        """A fresh ``Runtime`` around this rig's stores, providers, events and metrics.
+
+        ``tokens`` and ``connections`` replace a store (a crashing one, say); ``settings`` replaces
+        ``Settings`` fields (a queue URL, an event bus, a sweep limit).
+        """
+        return Runtime(
+            replace(self.settings, **settings),
+            aws=self.aws,
+            clock=self.clock,
+            events=self.events,
+            catalog=self.catalog,
+            providers=self.resolve,
+            connections=self.connections if connections is None else connections,
+            tokens=self.tokens if tokens is None else tokens,
+            refresh_metrics=self.metrics,
+            rng=lambda: 1.0,  # the top of the jitter: deterministic backoff in assertions
         )
-        return RefreshEngine(**options)
+
+    def engine(self, *, tokens: TokenStore | None = None, connections: ConnectionStore | None = None) -> RefreshEngine:
+        """A new refresh engine as the deployed functions build it (``Runtime.refresher``)."""
+        return self.runtime(tokens=tokens, connections=connections).refresher
+
+    def sweeper(self, queue_url: str, **settings: Any) -> Sweeper:
+        """The deployed sweep (``Runtime.sweeper``) sending to ``queue_url``."""
+        sweeper = self.runtime(refresh_queue_url=queue_url, **settings).sweeper
+        assert sweeper is not None
+        return sweeper
 
     def seed(
         self,
@@ -89,19 +114,10 @@ class Rig:
         metadata: dict[str, str] | None = None,
     ) -> Connection:
         """A connected connection, as the connect flow leaves it (item first, then the secret)."""
-        entry = self.catalog.get(key.provider)
-        refresh_expires_at = token.obtained_at + entry.refresh_token_ttl if entry.refresh_token_ttl else None
-        connection = self.connections.save_connected(
-            key,
-            expires_at=token.expires_at,
-            refresh_expires_at=refresh_expires_at,
-            next_refresh_at=next_refresh_at(token.expires_at, token.obtained_at, refresh_expires_at, self.clock.now()),
-            metadata=metadata or {},
-            scopes=token.scopes,
+        saved = seed_connection(
+            self.runtime().repository, self.catalog, self.clock, key, token, login=login, metadata=metadata
         )
-        stored = StoredToken(token, connection.generation, metadata=dict(metadata or {}), login=login)
-        self.tokens.put(key, stored)
-        return connection
+        return saved.connection
 
     def item(self, key: ConnectionKey) -> Connection:
         connection = self.connections.get(key)

@@ -24,7 +24,7 @@ REFRESHERS = 50
 @pytest.fixture
 def server_rig(server_clients: AwsClients) -> Iterator[tuple[Rig, WorksectionSandbox]]:
     clock = ManualClock()
-    rig = Rig.create(server_clients.secretsmanager, new_table(server_clients), clock)
+    rig = Rig.create(server_clients, new_table(server_clients), clock)
     with WorksectionSandbox(clock=clock) as sandbox:
         sandbox.add_user(WS_EMAIL, WS_PASSWORD, accounts=("acme",))
         rig.providers["worksection"] = sandbox_provider(rig.catalog, sandbox, clock)

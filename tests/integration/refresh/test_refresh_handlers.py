@@ -13,7 +13,7 @@ from tokenbroker.aws import AwsCallCounter, AwsClients
 from tokenbroker.events import MemorySink
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import StoredToken
-from tokenbroker.sweep import BatchingEventSink, RefreshMessage, RefreshWorker, Sweeper
+from tokenbroker.sweep import BatchingEventSink, RefreshMessage
 
 from tests.integration.refresh.harness import Rig, ScriptedProvider
 from tests.support.handlers import load_function
@@ -81,7 +81,8 @@ def test_worker_reports_exactly_the_poison_messages(app: Any, rig: Rig, sqs: Any
     for key in keys:
         rig.seed(key, provider.issue())
     rig.clock.advance(0.9 * 86_400 + 1)
-    app.use_services(app.Services(worker=RefreshWorker(rig.engine()), events=rig.events))
+    runtime = rig.runtime()
+    app.use_services(app.Services(worker=runtime.refresh_worker, events=runtime.worker_events))
 
     for key in keys:
         sqs.send_message(QueueUrl=queue_url, MessageBody=RefreshMessage(key, rig.clock.now()).to_body())
@@ -118,14 +119,15 @@ def test_worker_batch_publishes_events_in_one_put_events(
 ) -> None:
     events_client: Any = aws_clients.client("events")
     events_client.create_event_bus(Name="tokenbroker-test")
-    sink = BatchingEventSink(events_client, "tokenbroker-test")
     provider = ScriptedProvider("worksection", rig.clock)
     rig.providers["worksection"] = provider
     keys = [ConnectionKey("worksection", f"e{n}") for n in range(10)]
     for key in keys:
         rig.seed(key, provider.issue())
     rig.clock.advance(0.9 * 86_400 + 1)
-    app.use_services(app.Services(worker=RefreshWorker(rig.engine(events=sink)), events=sink))
+    runtime = rig.runtime(event_bus_name="tokenbroker-test")  # the deployed worker's batching sink
+    assert isinstance(runtime.worker_events, BatchingEventSink)
+    app.use_services(app.Services(worker=runtime.refresh_worker, events=runtime.worker_events))
     for key in keys:
         sqs.send_message(QueueUrl=queue_url, MessageBody=RefreshMessage(key, rig.clock.now()).to_body())
     event = sqs_event(sqs, queue_url)
@@ -148,8 +150,8 @@ def test_sweep_handler_enqueues_due_connections(app: Any, rig: Rig, sqs: Any, qu
             refresh_expires_at=None,
             next_refresh_at=rig.clock.now() - n,
         )
-    sweeper = Sweeper(connections=rig.connections, sqs=sqs, queue_url=queue_url, clock=rig.clock)
-    app.use_services(app.Services(worker=RefreshWorker(rig.engine()), events=rig.events, sweeper=sweeper))
+    runtime = rig.runtime(refresh_queue_url=queue_url)
+    app.use_services(app.Services(worker=runtime.refresh_worker, events=runtime.worker_events, sweeper=runtime.sweeper))
     scheduler_event = {"version": "0", "detail-type": "Scheduled Event", "source": "aws.scheduler", "detail": {}}
     assert app.sweep_handler(scheduler_event, FakeContext()) == {
         "enqueued": 12,
@@ -164,7 +166,8 @@ def test_sweep_handler_enqueues_due_connections(app: Any, rig: Rig, sqs: Any, qu
 
 
 def test_sweep_handler_without_a_queue_fails_loudly(app: Any, rig: Rig) -> None:
-    app.use_services(app.Services(worker=RefreshWorker(rig.engine()), events=rig.events))
+    runtime = rig.runtime()  # no REFRESH_QUEUE_URL: no sweeper
+    app.use_services(app.Services(worker=runtime.refresh_worker, events=runtime.worker_events, sweeper=runtime.sweeper))
     with pytest.raises(RuntimeError, match="REFRESH_QUEUE_URL"):
         app.sweep_handler({}, FakeContext())
 

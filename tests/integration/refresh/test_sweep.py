@@ -9,8 +9,9 @@ import pytest
 from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.refresh import RefreshResult
+from tokenbroker.schedule import SchedulePolicy
 from tokenbroker.stores.connections import DEFAULT_DUE_SHARDS, due_shard
-from tokenbroker.sweep import RefreshMessage, RefreshWorker, Sweeper
+from tokenbroker.sweep import RefreshMessage
 
 from tests.integration.refresh.harness import Rig, ScriptedProvider, outcomes
 
@@ -86,7 +87,7 @@ def test_sweep_of_a_thousand_connections_enqueues_exactly_the_due_ones(
 ) -> None:
     due = seed_items(rig, table, 1000)
     assert len(due) == 572  # 4 of every 7, by construction
-    sweeper = Sweeper(connections=rig.connections, sqs=sqs, queue_url=queue_url, clock=rig.clock, horizon=HORIZON)
+    sweeper = rig.sweeper(queue_url, schedule=SchedulePolicy(HORIZON))
     result = sweeper.run()
     assert result.enqueued == len(due) and result.failed == 0 and not result.truncated
     messages = drain(sqs, queue_url)
@@ -97,9 +98,7 @@ def test_sweep_of_a_thousand_connections_enqueues_exactly_the_due_ones(
 
 def test_sweep_is_bounded_and_the_rest_comes_next_run(rig: Rig, table: DynamoTable, sqs: Any, queue_url: str) -> None:
     due = seed_items(rig, table, 70)
-    sweeper = Sweeper(
-        connections=rig.connections, sqs=sqs, queue_url=queue_url, clock=rig.clock, horizon=HORIZON, max_messages=25
-    )
+    sweeper = rig.sweeper(queue_url, schedule=SchedulePolicy(HORIZON), sweep_max_messages=25)
     first = sweeper.run()
     assert (first.enqueued, first.truncated) == (25, True)
     assert len(drain(sqs, queue_url)) == 25
@@ -107,7 +106,7 @@ def test_sweep_is_bounded_and_the_rest_comes_next_run(rig: Rig, table: DynamoTab
     assert sweeper.run(time_left=lambda: 1.0).enqueued == 0
     # Nothing changed on the items (the worker did not run): the next sweep sends them again.
     assert len(due) == 40
-    unbounded = Sweeper(connections=rig.connections, sqs=sqs, queue_url=queue_url, clock=rig.clock, horizon=HORIZON)
+    unbounded = rig.sweeper(queue_url, schedule=SchedulePolicy(HORIZON))
     assert unbounded.run().enqueued == 40
 
 
@@ -118,10 +117,10 @@ def test_duplicate_messages_are_harmless(rig: Rig, sqs: Any, queue_url: str) -> 
     for key in keys:
         rig.seed(key, provider.issue())
     rig.clock.advance(86_400 - 0.1 * 86_400 + 1)  # all due now
-    sweeper = Sweeper(connections=rig.connections, sqs=sqs, queue_url=queue_url, clock=rig.clock, horizon=HORIZON)
+    sweeper = rig.sweeper(queue_url, schedule=SchedulePolicy(HORIZON))
     assert sweeper.run().enqueued == 3
     assert sweeper.run().enqueued == 3  # the sweep ran twice before any worker
-    worker = RefreshWorker(rig.engine())
+    worker = rig.runtime().refresh_worker
     results: list[RefreshResult] = []
     for message in drain(sqs, queue_url):
         result = worker.handle(message.to_body())

@@ -1,8 +1,8 @@
-"""The real vending stack for tests: stores on moto, the refresh engine, providers on the sandboxes."""
+"""The real vending stack for tests: the deployed wiring (``Runtime``) on moto, providers on the sandboxes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenbroker.aws import AwsClients, DynamoTable
@@ -11,14 +11,17 @@ from tokenbroker.connect import ConnectService
 from tokenbroker.events import MemorySink
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import StoredToken
-from tokenbroker.providers import AppCredentials, Catalog, Provider, build_provider
+from tokenbroker.providers import Catalog
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
-from tokenbroker.repository import ConnectionRepository
+from tokenbroker.settings import Settings
 from tokenbroker.stores import ConnectionStore, OneTimeStore, TokenStore
 from tokenbroker.tokens import TokenSet
 from tokenbroker.vending import VendingService
+from tokenbroker.wiring import Runtime
 
+from infra.localstack.resources import seed_app_secret
 from infra.sandboxes import WorklySandbox, WorksectionSandbox
+from tests.support.seeding import seed_connection
 
 WS_EMAIL = "bob@example.com"
 WS_PASSWORD = "bob-password-1"
@@ -39,20 +42,40 @@ def sandbox_catalog(directory: Path, worksection: WorksectionSandbox, workly: Wo
 
 @dataclass
 class Stack:
+    """Vending, the connect flow and the refresh engine as ``Runtime`` builds them for the vend function."""
+
     clients: AwsClients
     table: DynamoTable
     clock: Clock
     catalog: Catalog
     worksection: WorksectionSandbox
-    tokens: TokenStore
-    connections: ConnectionStore
-    onetime: OneTimeStore
+    runtime: Runtime
     events: MemorySink
-    engine: RefreshEngine
-    vending: VendingService
-    connect: ConnectService
     refresh_metrics: MemoryRefreshMetrics
-    _providers: dict[str, Provider] = field(default_factory=dict)
+
+    @property
+    def tokens(self) -> TokenStore:
+        return self.runtime.tokens
+
+    @property
+    def connections(self) -> ConnectionStore:
+        return self.runtime.connections
+
+    @property
+    def onetime(self) -> OneTimeStore:
+        return self.runtime.onetime
+
+    @property
+    def engine(self) -> RefreshEngine:
+        return self.runtime.refresher
+
+    @property
+    def vending(self) -> VendingService:
+        return self.runtime.vending
+
+    @property
+    def connect(self) -> ConnectService:
+        return self.runtime.connect
 
     def seed(
         self, connection_id: str, *, expires_in: float = DAY, lifetime: float = DAY, email: str = WS_EMAIL
@@ -70,18 +93,10 @@ class Stack:
             extra={"account_url": issued["account_url"]},
         )
         key = ConnectionKey("worksection", connection_id)
-        metadata = {"user_email": email}
-        connection = self.connections.save_connected(
-            key,
-            expires_at=token.expires_at,
-            refresh_expires_at=now + 30 * DAY,
-            next_refresh_at=token.expires_at - 300,
-            metadata=metadata,
-            scopes=token.scopes,
+        saved = seed_connection(
+            self.runtime.repository, self.catalog, self.clock, key, token, metadata={"user_email": email}
         )
-        stored = StoredToken(token=token, generation=connection.generation, metadata=metadata)
-        self.tokens.put(key, stored)
-        return stored
+        return saved.stored
 
 
 def build_stack(
@@ -95,58 +110,31 @@ def build_stack(
     lease_seconds: float = 90.0,
     stage: str = "test",
 ) -> Stack:
-    credentials = {"worksection": AppCredentials(worksection.client_id, worksection.client_secret)}
-    built: dict[str, Provider] = {}
-
-    def providers(name: str) -> Provider:
-        if name not in built:
-            built[name] = build_provider(catalog.get(name), credentials[name], clock=clock)
-        return built[name]
-
-    tokens = TokenStore(clients.secretsmanager, stage=stage)
-    connections = ConnectionStore(table, clock=clock)
-    onetime = OneTimeStore(table, clock=clock)
-    events = MemorySink()
-    metrics = MemoryRefreshMetrics()
-    repository = ConnectionRepository(items=connections, secrets=tokens, clock=clock)
-    engine = RefreshEngine(
-        repository=repository,
-        providers=providers,
-        events=events,
-        clock=clock,
-        lease_seconds=lease_seconds,
-        metrics=metrics,
+    """The vend function's ``Runtime`` for ``stage``; the sandbox's app credentials are stored where
+    an operator stores them (``tokenbroker/<stage>/apps/worksection``), so providers resolve as deployed."""
+    seed_app_secret(
+        clients.secretsmanager,
+        stage=stage,
+        provider="worksection",
+        client_id=worksection.client_id,
+        client_secret=worksection.client_secret,
     )
-    vending = VendingService(
-        repository=repository,
-        refresher=engine,
-        clock=clock,
-        wait_seconds=wait_seconds,
-        events=events,
-        catalog=catalog,
-    )
-    connect = ConnectService(
-        catalog=catalog,
-        onetime=onetime,
-        repository=repository,
-        providers=providers,
-        events=events,
-        clock=clock,
+    settings = Settings(
+        table_name=table.name,
+        stage=stage,
         allowed_return_urls=(RETURN_BASE,),
+        lease_seconds=lease_seconds,
+        vend_wait_seconds=wait_seconds,
     )
+    events, metrics = MemorySink(), MemoryRefreshMetrics()
+    runtime = Runtime(settings, aws=clients, clock=clock, events=events, catalog=catalog, refresh_metrics=metrics)
     return Stack(
         clients=clients,
         table=table,
         clock=clock,
         catalog=catalog,
         worksection=worksection,
-        tokens=tokens,
-        connections=connections,
-        onetime=onetime,
+        runtime=runtime,
         events=events,
-        engine=engine,
-        vending=vending,
-        connect=connect,
         refresh_metrics=metrics,
-        _providers=built,
     )

@@ -3,10 +3,11 @@
     python -m tests.reliability.harness.crashworker CONFIG.json
 
 The worker is the real one: functions/refresh/app.py's ``worker_handler`` gets an SQS event with
-one refresh message, and runs the real ``RefreshEngine`` against a moto server and a provider
-sandbox that the test started (so all state outlives this process). The library is unchanged:
-the crash point is injected here by wrapping its collaborators; the wrapper does the real work,
-then kills the process:
+one refresh message, and runs the ``RefreshWorker`` that ``Runtime`` builds for the worker function
+against a moto server and a provider sandbox that the test started (so all state outlives this
+process). The library is unchanged: the crash point is injected here by wrapping the deployed
+stores and the provider (Runtime's ``connections``, ``tokens`` and ``providers``); the wrapper does
+the real work, then kills the process:
 
     after_lease            ConnectionStore.acquire_lease returned (lease and attempt recorded)
     before_provider_call   the token was re-read under the lease; the provider is about to be called
@@ -39,11 +40,12 @@ from tokenbroker.http import HttpClient
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, StoredToken
 from tokenbroker.providers import Catalog, Provider, build_provider
-from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
-from tokenbroker.repository import ConnectionRepository
+from tokenbroker.refresh import MemoryRefreshMetrics
+from tokenbroker.settings import Settings
 from tokenbroker.stores import ConnectionStore, TokenStore
-from tokenbroker.sweep import RefreshMessage, RefreshWorker
+from tokenbroker.sweep import RefreshMessage
 from tokenbroker.tokens import TokenSet, UserInfo
+from tokenbroker.wiring import Runtime
 
 from infra.localstack.functions import load_function
 
@@ -180,21 +182,21 @@ def main(argv: list[str]) -> int:
     credentials = entry.default_credentials()
     assert credentials is not None, "the catalog file must carry the sandbox's app credentials"
     provider = build_provider(entry, credentials, http=HttpClient(connect_timeout=1.0, read_timeout=5.0), clock=clock)
-    engine = RefreshEngine(
-        repository=ConnectionRepository(
-            items=CrashingConnections(ConnectionStore(clients.table(config.table), clock=clock), config.point),
-            secrets=CrashingTokens(TokenStore(clients.secretsmanager, stage=config.stage), config.point),
-            clock=clock,
-        ),
-        providers=lambda _name: CrashingProvider(provider, config.point),
-        events=PrintingSink(),
+    settings = Settings(table_name=config.table, stage=config.stage, lease_seconds=config.lease_seconds)
+    deployed = Runtime(settings, aws=clients, clock=clock)
+    runtime = Runtime(
+        settings,
+        aws=clients,
         clock=clock,
-        lease_seconds=config.lease_seconds,
-        metrics=MemoryRefreshMetrics(),
+        events=PrintingSink(),
         catalog=catalog,
+        providers=lambda _name: CrashingProvider(provider, config.point),
+        connections=CrashingConnections(deployed.connections, config.point),
+        tokens=CrashingTokens(deployed.tokens, config.point),
+        refresh_metrics=MemoryRefreshMetrics(),
     )
     module = load_function("refresh")
-    module.use_services(module.Services(worker=RefreshWorker(engine), events=PrintingSink()))
+    module.use_services(module.Services(worker=runtime.refresh_worker, events=runtime.worker_events))
     key = ConnectionKey(config.provider, config.connection_id)
     body = RefreshMessage(key, clock.now()).to_body()
     event = {

@@ -1,11 +1,12 @@
 """tokenbroker's refresh side wired as deployed, on moto, driven by a simulated schedule.
 
-``System`` holds the real stores (Secrets Manager, DynamoDB), the real refresh engine and vending
-service, an SQS queue, and the real Lambda handlers of functions/refresh/app.py (sweep and worker)
-with the collaborators injected. ``run_schedule`` plays EventBridge Scheduler and the SQS event
-source: every ``sweep_every`` simulated seconds the sweep runs, then every queued message goes to
-the worker handler as an SQS batch. Time is a ManualClock, so hours of schedule take milliseconds
-and "no busy loop" is a count of provider calls over a known span of time.
+``System`` holds the real stores (Secrets Manager, DynamoDB), an SQS queue and the functions'
+``Settings``; the refresh engine, vending, the sweep and the worker are what ``Runtime`` builds
+from them, injected into the real Lambda handlers of functions/refresh/app.py (sweep and worker).
+``run_schedule`` plays EventBridge Scheduler and the SQS event source: every ``sweep_every``
+simulated seconds the sweep runs, then every queued message goes to the worker handler as an SQS
+batch. Time is a ManualClock, so hours of schedule take milliseconds and "no busy loop" is a
+count of provider calls over a known span of time.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import math
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,16 +27,19 @@ from tokenbroker.clock import Clock, ManualClock
 from tokenbroker.events import DomainEvent, EventType, MemorySink
 from tokenbroker.keys import ConnectionKey
 from tokenbroker.models import Connection, PasswordLogin, StoredToken
-from tokenbroker.providers import Catalog, CatalogEntry, Provider
+from tokenbroker.providers import Catalog, Provider
+from tokenbroker.providers.registry import ProviderResolver
 from tokenbroker.refresh import MemoryRefreshMetrics, RefreshEngine
-from tokenbroker.repository import DEFAULT_PUT_ATTEMPTS, ConnectionRepository
-from tokenbroker.schedule import next_refresh_at
+from tokenbroker.repository import ConnectionRepository
+from tokenbroker.settings import Settings
 from tokenbroker.stores import ConnectionStore, TokenStore
 from tokenbroker.sweep import DEFAULT_HORIZON, RefreshMessage, RefreshWorker, Sweeper
 from tokenbroker.tokens import TokenSet
 from tokenbroker.vending import VendingService
+from tokenbroker.wiring import Runtime
 
 from tests.support.handlers import load_function
+from tests.support.seeding import seed_connection
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
@@ -85,14 +89,13 @@ class System:
     clock: ManualClock | Clock
     clients: AwsClients
     table: DynamoTable
+    settings: Settings  # the functions' environment: table, stage, queue, lease
     tokens: TokenStore
     connections: ConnectionStore
     catalog: Catalog
-    queue_url: str
     providers: dict[str, Provider] = field(default_factory=dict)
     events: MemorySink = field(default_factory=MemorySink)
     metrics: MemoryRefreshMetrics = field(default_factory=MemoryRefreshMetrics)
-    lease_seconds: float = 90.0
     seeded: list[ConnectionKey] = field(default_factory=list)
     rng: Callable[[], float] = lambda: 1.0  # the top of the jitter: deterministic backoff
 
@@ -109,18 +112,32 @@ class System:
     ) -> System:
         sqs = cast("SQSClient", clients.client("sqs"))
         queue_url = sqs.create_queue(QueueName=f"refresh-{uuid.uuid4().hex[:10]}")["QueueUrl"]
+        settings = Settings(
+            table_name=table.name,
+            # A stage of its own: a moto server outlives a test, secret names must not collide.
+            stage=stage or f"r{uuid.uuid4().hex[:10]}",
+            refresh_queue_url=queue_url,
+            lease_seconds=lease_seconds,
+        )
         return cls(
             clock=clock,
             clients=clients,
             table=table,
-            # A stage of its own: a moto server outlives a test, secret names must not collide.
-            tokens=TokenStore(clients.secretsmanager, stage=stage or f"r{uuid.uuid4().hex[:10]}"),
+            settings=settings,
+            tokens=Runtime(settings, aws=clients, clock=clock).tokens,
             # One due shard: a sweep is one Query instead of 16 (sharding is the stores' own test).
             connections=ConnectionStore(table, clock=clock, due_shards=1),
             catalog=catalog or Catalog.load(environ={}),
-            queue_url=queue_url,
-            lease_seconds=lease_seconds,
         )
+
+    @property
+    def queue_url(self) -> str:
+        assert self.settings.refresh_queue_url is not None
+        return self.settings.refresh_queue_url
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.settings.lease_seconds
 
     @property
     def manual_clock(self) -> ManualClock:
@@ -136,45 +153,45 @@ class System:
     def resolve(self, name: str) -> Provider:
         return self.providers[name]
 
-    def entry(self, name: str) -> CatalogEntry:
-        provider = self.providers.get(name)
-        entry = getattr(provider, "entry", None)
-        return entry if isinstance(entry, CatalogEntry) else self.catalog.get(name)
+    def runtime(
+        self,
+        *,
+        connections: ConnectionStore | None = None,
+        tokens: TokenStore | None = None,
+        providers: ProviderResolver | None = None,
+        **settings: Any,
+    ) -> Runtime:
+        """A fresh ``Runtime`` (one function's cold start) around this system's stores and providers.
 
-    def engine(self, **overrides: Any) -> RefreshEngine:
-        options: dict[str, Any] = {
-            "tokens": self.tokens,
-            "connections": self.connections,
-            "providers": self.resolve,
-            "events": self.events,
-            "clock": self.clock,
-            "metrics": self.metrics,
-            "lease_seconds": self.lease_seconds,
-            "rng": self.rng,
-        }
-        options.update(overrides)
-        tokens = options.pop("tokens")
-        connections = options.pop("connections")
-        put_attempts = options.pop("put_attempts", DEFAULT_PUT_ATTEMPTS)
-        options["repository"] = ConnectionRepository(
-            items=connections, secrets=tokens, clock=self.clock, put_attempts=put_attempts
-        )
-        return RefreshEngine(**options)
-
-    def vending(self, *, wait_seconds: float = 2.0, **engine_overrides: Any) -> VendingService:
-        return VendingService(
-            repository=self.repository(),
-            refresher=self.engine(**engine_overrides),
+        ``connections``, ``tokens`` and ``providers`` replace one of them (a faulty store, say);
+        ``settings`` replaces ``Settings`` fields.
+        """
+        return Runtime(
+            replace(self.settings, **settings),
+            aws=self.clients,
             clock=self.clock,
-            wait_seconds=wait_seconds,
             events=self.events,
+            catalog=self.catalog,
+            providers=self.resolve if providers is None else providers,
+            connections=self.connections if connections is None else connections,
+            tokens=self.tokens if tokens is None else tokens,
+            refresh_metrics=self.metrics,
+            rng=self.rng,
         )
+
+    def engine(self, *, connections: ConnectionStore | None = None, tokens: TokenStore | None = None) -> RefreshEngine:
+        return self.runtime(connections=connections, tokens=tokens).refresher
+
+    def vending(self, *, wait_seconds: float = 2.0) -> VendingService:
+        return self.runtime(vend_wait_seconds=wait_seconds).vending
 
     def repository(self) -> ConnectionRepository:
-        return ConnectionRepository(items=self.connections, secrets=self.tokens, clock=self.clock)
+        return self.runtime().repository
 
     def sweeper(self) -> Sweeper:
-        return Sweeper(connections=self.connections, sqs=self.sqs, queue_url=self.queue_url, clock=self.clock)
+        sweeper = self.runtime().sweeper
+        assert sweeper is not None
+        return sweeper
 
     # --- state -----------------------------------------------------------------------------------
 
@@ -187,20 +204,9 @@ class System:
         metadata: dict[str, str] | None = None,
     ) -> StoredToken:
         """A connection as the connect flow leaves it: item first, then the secret."""
-        ttl = self.entry(key.provider).refresh_token_ttl
-        refresh_expires_at = token.obtained_at + ttl if ttl else None
-        connection = self.connections.save_connected(
-            key,
-            expires_at=token.expires_at,
-            refresh_expires_at=refresh_expires_at,
-            next_refresh_at=next_refresh_at(token.expires_at, token.obtained_at, refresh_expires_at, self.clock.now()),
-            metadata=metadata or {},
-            scopes=token.scopes,
-        )
-        stored = StoredToken(token, connection.generation, metadata=dict(metadata or {}), login=login)
-        self.tokens.put(key, stored)
+        saved = seed_connection(self.repository(), self.catalog, self.clock, key, token, login=login, metadata=metadata)
         self.seeded.append(key)
-        return stored
+        return saved.stored
 
     def item(self, key: ConnectionKey) -> Connection:
         connection = self.connections.get(key)
@@ -224,16 +230,23 @@ class System:
 
     # --- the schedule ----------------------------------------------------------------------------
 
-    def run_schedule(self, seconds: float, *, sweep_every: float = SWEEP_EVERY, **engine: Any) -> ScheduleLog:
+    def run_schedule(
+        self,
+        seconds: float,
+        *,
+        sweep_every: float = SWEEP_EVERY,
+        connections: ConnectionStore | None = None,
+        tokens: TokenStore | None = None,
+    ) -> ScheduleLog:
         """Play ``seconds`` of schedule: sweep, then hand every queued message to the worker handler.
 
         Sweeps that cannot find anything are skipped arithmetically (still counted): when none of
         the connections this system seeded falls due within the sweep's horizon at a tick, the
         clock jumps to the first tick where one does. A skipped sweep is one whose Query returns
-        nothing, so the outcome is the same, only faster. ``engine`` overrides collaborators of the
-        worker's engine (a wrapped store, for instance).
+        nothing, so the outcome is the same, only faster. ``connections`` and ``tokens`` replace a
+        store of the worker function only (a wrapped store, for instance); the sweep's are plain.
         """
-        worker = _RecordingWorker(self.engine(**engine))
+        worker = _RecordingWorker(self.runtime(connections=connections, tokens=tokens).refresh_worker)
         log = ScheduleLog()
         end = self.clock.now() + seconds
         while self.clock.now() < end:
@@ -246,10 +259,13 @@ class System:
             self.manual_clock.advance(sweep_every)
         return log
 
-    def sweep_once(self, **engine: Any) -> ScheduleLog:
+    def sweep_once(
+        self, *, connections: ConnectionStore | None = None, tokens: TokenStore | None = None
+    ) -> ScheduleLog:
         """One sweep and the worker runs it causes, on whatever clock the system has (no advance)."""
         log = ScheduleLog()
-        self._sweep_and_work(_RecordingWorker(self.engine(**engine)), log)
+        worker = _RecordingWorker(self.runtime(connections=connections, tokens=tokens).refresh_worker)
+        self._sweep_and_work(worker, log)
         return log
 
     def _sweep_and_work(self, worker: _RecordingWorker, log: ScheduleLog) -> None:
@@ -305,10 +321,10 @@ class System:
 
 
 class _RecordingWorker(RefreshWorker):
-    """The real worker, noting each outcome for the test."""
+    """The worker function's own ``RefreshWorker`` (``Runtime.refresh_worker``), noting each outcome."""
 
-    def __init__(self, engine: RefreshEngine) -> None:
-        super().__init__(engine)
+    def __init__(self, worker: RefreshWorker) -> None:
+        self.__dict__.update(worker.__dict__)
         self.handled: list[tuple[ConnectionKey, str]] = []
 
     def handle(self, body: str) -> Any:

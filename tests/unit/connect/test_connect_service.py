@@ -1,10 +1,11 @@
-"""ConnectService without AWS or HTTP: in-memory stores and a scripted provider."""
+"""ConnectService without AWS or HTTP: the in-memory repository twin, a one-time store in memory and
+a scripted provider."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -38,6 +39,7 @@ from tokenbroker.models import Connection, ConnectionStatus, StoredToken
 from tokenbroker.providers import Catalog, Provider
 from tokenbroker.redaction import SECRETS
 from tokenbroker.repository import ConnectionRepository
+from tokenbroker.stores.memory import MemoryConnectionStore, MemoryTokenStore
 from tokenbroker.stores.onetime import (
     MAX_LOGIN_ATTEMPTS,
     MAX_RESET_REQUESTS,
@@ -181,74 +183,15 @@ class MemoryOneTime:
         return found if found and found.expires_at > self.clock.now() else None
 
 
-@dataclass
-class MemoryConnections:
-    clock: ManualClock
-    items: dict[ConnectionKey, Connection] = field(default_factory=dict)
+class Tokens(MemoryTokenStore):
+    """The in-memory twin of the token store, with two faults to arm and a note of removals."""
 
-    def get(self, key: ConnectionKey) -> Connection | None:
-        return self.items.get(key)
-
-    def save_connected(self, key: ConnectionKey, **values: Any) -> Connection:
-        now = self.clock.now()
-        previous = self.items.get(key)
-        values["scopes"] = tuple(values.get("scopes", ()))
-        values["metadata"] = dict(values.get("metadata") or {})
-        connection = Connection(
-            key=key,
-            status=ConnectionStatus.ACTIVE,
-            generation=(previous.generation if previous else 0) + 1,
-            lease=None,
-            attempt=None,
-            failures=0,
-            last_error=None,
-            created_at=previous.created_at if previous else now,
-            updated_at=now,
-            **values,
-        )
-        self.items[key] = connection
-        return connection
-
-    def save_pending(self, key: ConnectionKey, *, metadata: Mapping[str, str], scopes: Sequence[str]) -> bool:
-        previous = self.items.get(key)
-        if previous is not None and previous.status is not ConnectionStatus.PENDING:
-            return False
-        now = self.clock.now()
-        self.items[key] = Connection(
-            key=key,
-            status=ConnectionStatus.PENDING,
-            generation=previous.generation if previous else 0,
-            expires_at=None,
-            refresh_expires_at=None,
-            next_refresh_at=None,
-            lease=None,
-            attempt=None,
-            failures=0,
-            last_error=None,
-            metadata=dict(metadata),
-            scopes=tuple(scopes),
-            created_at=now,
-            updated_at=now,
-        )
-        return True
-
-    def delete_pending(self, key: ConnectionKey) -> bool:
-        connection = self.items.get(key)
-        if connection is None or connection.status is not ConnectionStatus.PENDING:
-            return False
-        return self.delete(key)
-
-    def delete(self, key: ConnectionKey) -> bool:
-        return self.items.pop(key, None) is not None
-
-
-@dataclass
-class MemoryTokens:
-    written: dict[ConnectionKey, StoredToken] = field(default_factory=dict)
-    pending: dict[tuple[ConnectionKey, str], StoredToken] = field(default_factory=dict)
-    deleted: list[ConnectionKey] = field(default_factory=list)
-    conflicts: int = 0  # how many writes to refuse with GenerationConflict first
-    broken: bool = False
+    def __init__(self) -> None:
+        super().__init__()
+        self.conflicts = 0  # how many writes to refuse with GenerationConflict first
+        self.broken = False
+        self.dropped: list[tuple[ConnectionKey, str]] = []  # pending versions unlabelled
+        self.deleted: list[ConnectionKey] = []
 
     def put(self, key: ConnectionKey, stored: StoredToken, *, restore_deleted: bool = False) -> str:
         if self.broken:
@@ -256,26 +199,15 @@ class MemoryTokens:
         if self.conflicts:
             self.conflicts -= 1
             raise GenerationConflict("someone else wrote it")
-        self.written[key] = stored
-        return "v1"
-
-    def put_pending(self, key: ConnectionKey, stored: StoredToken, *, request_id: str) -> str:
-        # One pending label per secret: a newer pending grant takes it over.
-        self.pending = {k: v for k, v in self.pending.items() if k[0] != key}
-        version = f"pending-{request_id[:8]}"
-        self.pending[(key, version)] = stored
-        self.written.setdefault(key, stored)  # a brand-new secret's first version is also current
-        return version
-
-    def get_pending(self, key: ConnectionKey, version_id: str) -> StoredToken | None:
-        return self.pending.get((key, version_id))
+        return super().put(key, stored, restore_deleted=restore_deleted)
 
     def drop_pending(self, key: ConnectionKey, version_id: str) -> None:
-        self.pending.pop((key, version_id), None)
+        self.dropped.append((key, version_id))
+        super().drop_pending(key, version_id)
 
-    def delete(self, key: ConnectionKey) -> bool:
+    def delete(self, key: ConnectionKey, recovery_window_days: int = 7) -> bool:
         self.deleted.append(key)
-        return self.written.pop(key, None) is not None
+        return super().delete(key, recovery_window_days)
 
 
 class ScriptedProvider(Provider):
@@ -338,10 +270,19 @@ class World:
     service: ConnectService
     clock: ManualClock
     onetime: MemoryOneTime
-    connections: MemoryConnections
-    tokens: MemoryTokens
+    connections: MemoryConnectionStore
+    tokens: Tokens
     events: MemorySink
     providers: dict[str, ScriptedProvider]
+
+    def item(self, key: ConnectionKey) -> Connection:
+        connection = self.connections.get(key)
+        assert connection is not None, f"no item for {key}"
+        return connection
+
+    def live_items(self) -> list[Connection]:
+        """Every connection item (pending ones too) of the providers these tests connect."""
+        return [c for p in ("workly", "worksection") for c in self.connections.list_by_provider(p).connections]
 
 
 @pytest.fixture
@@ -351,11 +292,16 @@ def world(tmp_path: Any) -> World:
     extra.write_text("providers:\n  machine: {auth_mode: client_credentials, token_url: 'https://m.example/token'}\n")
     catalog = Catalog.load(extra, environ={})
     providers = {name: ScriptedProvider(name, clock) for name in ("workly", "worksection")}
-    onetime, connections, tokens, events = MemoryOneTime(clock), MemoryConnections(clock), MemoryTokens(), MemorySink()
+    onetime, connections, tokens, events = (
+        MemoryOneTime(clock),
+        MemoryConnectionStore(clock=clock),
+        Tokens(),
+        MemorySink(),
+    )
     service = ConnectService(
         catalog=catalog,
         onetime=onetime,  # type: ignore[arg-type]
-        repository=ConnectionRepository(items=connections, secrets=tokens, clock=clock),  # type: ignore[arg-type]
+        repository=ConnectionRepository(items=connections, secrets=tokens, clock=clock),
         providers=providers.__getitem__,
         events=events,
         clock=clock,
@@ -508,7 +454,7 @@ def test_two_racing_logins_save_once(world: World) -> None:
         thread.join(timeout=10)
     assert sorted(type(r).__name__ for r in results) == ["Connected", "SessionNotFound"]
     assert len(world.events.events) == 1
-    assert world.connections.items[ConnectionKey("workly", "a")].generation == 1
+    assert world.item(ConnectionKey("workly", "a")).generation == 1
 
 
 def test_a_generation_conflict_moves_past_the_other_writer(world: World) -> None:
@@ -517,7 +463,7 @@ def test_a_generation_conflict_moves_past_the_other_writer(world: World) -> None
     done = login(world, sid, LoginSubmission("ann@example.com", "right-password-1"))
     assert not isinstance(done, LoginForm)
     assert done.generation == 2
-    assert world.tokens.written[ConnectionKey("workly", "a")].generation == 2
+    assert world.tokens.get(ConnectionKey("workly", "a")).generation == 2
     (event,) = world.events.events
     assert (event.type, event.generation) == (EventType.CONNECTION_CREATED, 2)
 
@@ -546,7 +492,7 @@ def test_callback_survives_a_failed_user_info(world: World) -> None:
     done = callback(world, {"state": state, "code": "code-123456789"})
     assert done.generation == 1
     assert done.account is None
-    stored = world.tokens.written[ConnectionKey("worksection", "a")]
+    stored = world.tokens.get(ConnectionKey("worksection", "a"))
     assert stored.metadata == {"account_url": "https://a.example.com"}
     assert world.providers["worksection"].calls == ["exchange", "user_info"]
 
@@ -565,11 +511,11 @@ def test_callback_with_a_state_but_no_code_is_400_and_burns_the_state(world: Wor
 def test_the_stored_token_carries_metadata_from_the_backend_and_the_provider(world: World) -> None:
     sid = session_id(world.service.create_session("workly", "a", metadata={"team": "x"}))
     login(world, sid, LoginSubmission("ann@example.com", "right-password-1", remember=True))
-    stored = world.tokens.written[ConnectionKey("workly", "a")]
+    stored = world.tokens.get(ConnectionKey("workly", "a"))
     assert stored.metadata["team"] == "x"
     assert stored.metadata["user_email"] == "ann@example.com"
     assert stored.login is not None and stored.login.username == "ann@example.com"
-    connection = world.connections.items[ConnectionKey("workly", "a")]
+    connection = world.item(ConnectionKey("workly", "a"))
     assert connection.metadata == stored.metadata
     assert connection.next_refresh_at is not None
     assert replace(stored, login=None).login is None
@@ -580,7 +526,7 @@ def test_a_failed_token_write_leaves_no_active_record_behind(world: World) -> No
     sid = session_id(world.service.create_session("workly", "a"))
     with pytest.raises(ConnectionError):
         login(world, sid, LoginSubmission("ann@example.com", "right-password-1"))
-    assert world.connections.items == {}
+    assert world.live_items() == []
     assert world.events.events == []
 
 
@@ -597,7 +543,7 @@ def test_a_failed_token_write_on_reconnect_keeps_the_existing_record(world: Worl
             session_id(world.service.create_session("workly", "a")),
             LoginSubmission("ann@example.com", "right-password-1"),
         )
-    assert ConnectionKey("workly", "a") in world.connections.items
+    assert world.connections.get(ConnectionKey("workly", "a")) is not None
     assert len(world.events.events) == 1
 
 
@@ -618,7 +564,7 @@ def test_callback_errors_are_classified(world: World, error: str, kind: Provider
     with raises_kind(kind) as raised:
         callback(world, {"state": state, "error": error})
     assert http_status(raised.value) == status
-    assert world.connections.items == {}
+    assert world.live_items() == []
 
 
 # --- binding, limits and confirm mode (issue 13) -------------------------------------------------
@@ -639,7 +585,7 @@ def test_a_password_post_needs_the_binding_of_a_browser_that_opened_the_link(wor
         with pytest.raises(BrowserMismatch):
             world.service.submit_login(sid, LoginSubmission("ann@example.com", "right-password-1"), binding=binding)
     assert world.providers["workly"].calls == []
-    assert world.connections.items == {}
+    assert world.live_items() == []
 
 
 def test_the_callback_needs_the_binding_the_state_was_made_for(world: World) -> None:
@@ -709,15 +655,18 @@ def test_confirm_mode_keeps_the_grant_pending_then_confirms(world: World) -> Non
     done = login(world, sid, LoginSubmission("ann@example.com", "right-password-1", remember=True))
     assert isinstance(done, Connected) and done.pending and done.redirect_to is None
     key = ConnectionKey("workly", "a")
-    assert world.connections.items[key].status is ConnectionStatus.PENDING
+    assert world.item(key).status is ConnectionStatus.PENDING
     assert world.events.events == []
-    ((_, version),) = world.tokens.pending
-    assert world.tokens.pending[(key, version)].login is not None  # "remember" travels with the grant
+    version = world.onetime.sessions[sid].pending_version
+    assert version is not None
+    pending = world.tokens.get_pending(key, version)
+    assert pending is not None and pending.login is not None  # "remember" travels with the grant
     connection = world.service.confirm(sid, "u-1")
     assert (connection.status, connection.generation) == (ConnectionStatus.ACTIVE, 1)
-    assert world.tokens.written[key].status is ConnectionStatus.ACTIVE
-    assert world.tokens.written[key].login is not None
-    assert world.tokens.pending == {}
+    assert world.tokens.get(key).status is ConnectionStatus.ACTIVE
+    assert world.tokens.get(key).login is not None
+    assert world.tokens.get_pending(key, version) is None
+    assert world.tokens.dropped == [(key, version)]
     (event,) = world.events.events
     assert event.type is EventType.CONNECTION_CREATED
 
@@ -726,11 +675,14 @@ def test_confirm_compares_the_end_user_exactly(world: World) -> None:
     for claimed in ("u-1 ", "U-1", "u-2"):
         sid = confirm_session(world)
         login(world, sid, LoginSubmission("ann@example.com", "right-password-1"))
+        version = world.onetime.sessions[sid].pending_version
+        assert version is not None
         with pytest.raises(EndUserMismatch):
             world.service.confirm(sid, claimed)
-        assert world.connections.items == {}
-        assert world.tokens.pending == {}
-        assert ConnectionKey("workly", "a") in world.tokens.deleted
+        assert world.live_items() == []
+        key = ConnectionKey("workly", "a")
+        assert (key, version) in world.tokens.dropped and world.tokens.get_pending(key, version) is None
+        assert key in world.tokens.deleted
 
 
 def test_a_pending_grant_that_lost_the_race_to_complete_is_dropped(world: World) -> None:

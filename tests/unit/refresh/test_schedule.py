@@ -5,6 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 from tokenbroker import schedule
+from tokenbroker.models import PasswordLogin
+from tokenbroker.repository import Schedule, initial_schedule
+from tokenbroker.tokens import TokenSet
 
 NOW = 1_800_000_000.0
 DAY = 86_400.0
@@ -158,3 +161,31 @@ def test_backoff_bounds(failures: int, jitter: float, left: float, retry_after: 
 def test_problem_pause_is_long() -> None:
     assert schedule.pause_until(now=NOW) == NOW + 3600
     assert schedule.pause_until(now=NOW, retry_after=7200) == NOW + 7200
+
+
+# --- the schedule a connect flow starts a grant with (repository.initial_schedule) ---------------
+
+
+def _grant(*, refresh_token: str | None) -> TokenSet:
+    return TokenSet("a", "Bearer", expires_at=int(NOW + DAY), obtained_at=int(NOW), refresh_token=refresh_token)
+
+
+def test_a_new_grant_is_due_refresh_ahead_and_its_refresh_token_expiry_is_estimated() -> None:
+    initial = initial_schedule(_grant(refresh_token="r"), refresh_token_ttl=30 * DAY, login=None, now=NOW)
+    assert initial == Schedule(NOW + DAY, NOW + 30 * DAY, schedule.next_refresh_at(NOW + DAY, NOW, NOW + 30 * DAY, NOW))
+    assert initial.next_refresh_at == NOW + DAY - 0.1 * DAY
+
+
+def test_a_new_grant_without_a_known_refresh_token_lifetime_has_no_estimate() -> None:
+    initial = initial_schedule(_grant(refresh_token="r"), refresh_token_ttl=None, login=None, now=NOW)
+    assert initial.refresh_expires_at is None
+    assert initial.next_refresh_at == NOW + DAY - 0.1 * DAY
+
+
+def test_a_new_grant_with_nothing_to_refresh_with_is_never_due() -> None:
+    initial = initial_schedule(_grant(refresh_token=None), refresh_token_ttl=30 * DAY, login=None, now=NOW)
+    assert initial == Schedule(NOW + DAY, None, None)
+    # A stored login re-authenticates instead: the grant is scheduled like any other.
+    login = PasswordLogin("ann@example.com", "correct-horse-battery")
+    relogin = initial_schedule(_grant(refresh_token=None), refresh_token_ttl=30 * DAY, login=login, now=NOW)
+    assert relogin == Schedule(NOW + DAY, None, NOW + DAY - 0.1 * DAY)

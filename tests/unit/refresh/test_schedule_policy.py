@@ -11,15 +11,15 @@ from tokenbroker.aws import AwsClients, DynamoTable
 from tokenbroker.clock import ManualClock
 from tokenbroker.errors import ConfigurationError
 from tokenbroker.keys import ConnectionKey
-from tokenbroker.models import StoredToken
 from tokenbroker.providers import Provider
-from tokenbroker.providers.registry import ProviderResolver
 from tokenbroker.refresh import RefreshOutcome
 from tokenbroker.schedule import SchedulePolicy, parse_schedule_expression
 from tokenbroker.settings import Settings
 from tokenbroker.sweep import RefreshMessage
 from tokenbroker.tokens import TokenSet
 from tokenbroker.wiring import Runtime
+
+from tests.support.seeding import seed_connection
 
 MINUTE = 60.0
 HOUR = 3_600.0
@@ -152,16 +152,6 @@ class _FixedProvider(Provider):
         raise NotImplementedError
 
 
-class _Runtime(Runtime):
-    """The deployed wiring, except the provider: no HTTP in a unit test."""
-
-    provider: _FixedProvider
-
-    @property
-    def providers(self) -> ProviderResolver:
-        return lambda _name: self.provider
-
-
 def test_rate_15_minutes_enqueues_and_refreshes_a_connection_due_10_minutes_after_the_sweep(
     aws_clients: AwsClients, table: DynamoTable, clock: ManualClock
 ) -> None:
@@ -173,8 +163,9 @@ def test_rate_15_minutes_enqueues_and_refreshes_a_connection_due_10_minutes_afte
     sqs: Any = aws_clients.client("sqs")
     queue_url = str(sqs.create_queue(QueueName="refresh")["QueueUrl"])
     env = {"TABLE_NAME": table.name, "STAGE": "test", "REFRESH_QUEUE_URL": queue_url}
-    runtime = _Runtime(Settings.from_env({**env, "REFRESH_SCHEDULE": "rate(15 minutes)"}), aws=aws_clients, clock=clock)
-    runtime.provider = _FixedProvider(clock)
+    provider = _FixedProvider(clock)  # the deployed wiring, except the provider: no HTTP in a unit test
+    settings = Settings.from_env({**env, "REFRESH_SCHEDULE": "rate(15 minutes)"})
+    runtime = Runtime(settings, aws=aws_clients, clock=clock, providers=lambda _name: provider)
     now = clock.now()
 
     def connect(name: str, due_in: float) -> ConnectionKey:
@@ -188,14 +179,8 @@ def test_rate_15_minutes_enqueues_and_refreshes_a_connection_due_10_minutes_afte
             obtained_at=obtained,
             refresh_token=f"r-{name}",
         )
-        connection = runtime.connections.save_connected(
-            key,
-            expires_at=token.expires_at,
-            refresh_expires_at=None,
-            next_refresh_at=schedule.next_refresh_at(token.expires_at, token.obtained_at, None, now),
-        )
-        assert connection.next_refresh_at == now + due_in
-        runtime.tokens.put(key, StoredToken(token, connection.generation))
+        saved = seed_connection(runtime.repository, runtime.catalog, clock, key, token)
+        assert saved.connection.next_refresh_at == now + due_in
         return key
 
     soon = connect("due-in-10-min", 10 * MINUTE)
@@ -210,4 +195,4 @@ def test_rate_15_minutes_enqueues_and_refreshes_a_connection_due_10_minutes_afte
     # The worker, wired from the same settings, refreshes it now instead of answering not_needed.
     result = runtime.refresh_worker.handle(message["Body"])
     assert result is not None and result.outcome is RefreshOutcome.REFRESHED
-    assert runtime.provider.refresh_calls == 1
+    assert provider.refresh_calls == 1
